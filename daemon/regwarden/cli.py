@@ -1,0 +1,113 @@
+"""The `regwarden` command line. Imports are lazy so that `regwarden --help` stays fast.
+
+Human output by default, `--json` for scripts. Each domain contributes its own command group
+(audit, alerts, ...) from its package; this module only wires them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG = "/etc/regwarden/config.toml"
+config_option = click.option(
+    "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_CONFIG, show_default=True, envvar="REGWARDEN_CONFIG", help="Config file.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def load_or_exit(config_path: Path, *, host_checks: bool = True) -> Any:
+    """Load the config or print one line per problem and exit 2."""
+    from .config import check_host, load_config
+    from .errors import ConfigError
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        sys.exit(2)
+    if host_checks:
+        problems = check_host(cfg, str(config_path))
+        if problems:
+            for problem in problems:
+                click.echo(str(problem), err=True)
+            sys.exit(2)
+    return cfg
+
+
+class LazyGroup(click.Group):
+    """Subcommands imported on first use: `name -> "module:attribute"`."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, _, attr = self.lazy[name].partition(":")
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, name)
+
+
+# name -> "module:attribute"; each domain adds its command here
+LAZY_COMMANDS: dict[str, str] = {
+}
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="regwarden")
+def main() -> None:
+    """regwarden keeps Docker hosts' registry credentials fresh from Vault, keeps a tamper-evident
+    audit trail, probes registries and alerts on-call."""
+
+
+@main.command("check-config")
+@config_option
+@click.option("--schema-only", is_flag=True, help="Validate the file only; skip checks of the host.")
+@json_option
+def check_config(config_path: Path, schema_only: bool, as_json: bool) -> None:
+    """Validate a config file, then the host (referenced files exist, secret files are private)."""
+    from .config import check_host, load_config
+    from .errors import ConfigError
+
+    try:
+        cfg = load_config(config_path)
+        problems = [] if schema_only else check_host(cfg, str(config_path))
+    except ConfigError as exc:
+        problems = exc.problems
+    if as_json:
+        echo_json({"ok": not problems, "problems": [
+            {"file": p.file, "line": p.line, "key": p.key, "message": p.message} for p in problems]})
+    else:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        if not problems:
+            click.echo(f"{config_path}: OK")
+    sys.exit(1 if problems else 0)
+
+
+@main.command()
+@config_option
+def run(config_path: Path) -> None:
+    """Run the daemon in the foreground (as systemd does)."""
+    from .daemon import run_daemon
+
+    cfg = load_or_exit(config_path)
+    sys.exit(run_daemon(config_path, cfg))

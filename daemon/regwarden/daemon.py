@@ -1,0 +1,227 @@
+"""`regwarden run`: wires the components, serves HTTP, handles signals and talks to systemd.
+
+SIGTERM/SIGINT: stop sources, drain the bus, flush, exit 0 within `daemon.shutdown_timeout`.
+SIGHUP: load and validate the new config; apply it only if valid, else keep the old one and alert.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from . import __version__
+from .bus import Bus
+from .component import Component, Context, Health
+from .config import Config, check_host, load_config
+from .errors import ConfigError, RegwardenError
+from .events import Signal
+from .health import DependencyChecker
+from .logging import configure_logging
+from .metrics import Metrics
+from .sdnotify import Notifier, watchdog_interval
+from .state import StateStore
+from .web import StatusServer
+
+__all__ = ["Daemon", "build_components", "run_daemon"]
+
+log = structlog.get_logger(__name__)
+
+# settings that cannot change without a restart
+_RESTART_ONLY = ("state_dir", "listen", "audit_log")
+
+
+def build_components(cfg: Config) -> list[Component]:
+    """The components a config asks for, in start order (sinks and the audit writer before sources)."""
+    components: list[Component] = []
+    components.append(DependencyChecker())
+    return components
+
+
+class Daemon:
+    def __init__(self, config_path: Path, cfg: Config, metrics: Metrics | None = None) -> None:
+        self.config_path = config_path
+        self.metrics = metrics or Metrics()
+        self.notifier = Notifier()
+        self.started = time.time()
+        self._commands: queue.Queue[str] = queue.Queue()
+        state = StateStore(cfg.daemon.state_dir)
+        self.ctx = Context(
+            config=cfg, metrics=self.metrics, state=state,
+            bus=Bus(self.metrics, capacity=cfg.daemon.bus_capacity),
+            scheduler=BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
+                                                                        "misfire_grace_time": 30}),
+            host=cfg.daemon.hostname,
+        )
+        self.components: list[Component] = []
+        self.reload_error: str | None = None
+        self.http = StatusServer(cfg.daemon.listen, self.metrics, self.readiness, self.status)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.metrics.start_time.set(self.started)
+        self.metrics.config_reload_success.set(1)
+        self.metrics.config_reload_time.set(time.time())
+        self.ctx.bus.start()
+        self.ctx.scheduler.start()
+        self._start_components(self.ctx.config)
+        self.http.start()
+        log.info("daemon_started", version=__version__, listen=self.ctx.config.daemon.listen,
+                 components=[c.name for c in self.components], pid=os.getpid())
+
+    def _start_components(self, cfg: Config) -> None:
+        self.components = build_components(cfg)
+        for component in self.components:
+            try:
+                component.start(self.ctx)
+            except RegwardenError as exc:
+                log.error("component_start_failed", component=component.name, error=str(exc))
+
+    def _stop_components(self) -> None:
+        for component in reversed(self.components):
+            try:
+                component.stop()
+            except Exception:
+                log.exception("component_stop_failed", component=component.name)
+        self.components = []
+
+    def stop(self) -> None:
+        deadline = time.monotonic() + self.ctx.config.daemon.shutdown_timeout.total_seconds()
+        self.ctx.stopping.set()
+        self._stop_components()
+        self.ctx.scheduler.shutdown(wait=False)
+        if not self.ctx.bus.stop(max(0.5, deadline - time.monotonic() - 0.5)):
+            log.error("bus_not_drained")
+        self.http.stop()
+        self.ctx.state.close()
+        log.info("daemon_stopped")
+
+    def reload(self) -> bool:
+        """Load the config again; apply it only if valid. Returns whether it was applied."""
+        try:
+            new = load_config(self.config_path)
+            problems = check_host(new, str(self.config_path))
+            if problems:
+                raise ConfigError(problems)
+        except ConfigError as exc:
+            self.reload_error = str(exc)
+            self.metrics.config_reload_success.set(0)
+            log.error("config_reload_failed", problems=[str(p) for p in exc.problems])
+            self.ctx.signal(Signal(labels={"alertname": "RegwardenConfigReloadFailed"}, severity="warning",
+                                   annotations={"summary": "New configuration rejected; running on the old one",
+                                                "description": str(exc)}))
+            return False
+        old = self.ctx.config
+        for key in _RESTART_ONLY:
+            if getattr(old.daemon, key) != getattr(new.daemon, key):
+                log.warning("config_needs_restart", key=f"daemon.{key}")
+        new = new.model_copy(update={"daemon": new.daemon.model_copy(
+            update={k: getattr(old.daemon, k) for k in _RESTART_ONLY})})
+        self._stop_components()
+        self.ctx.config = new
+        self._start_components(new)
+        self.reload_error = None
+        self.metrics.config_reload_success.set(1)
+        self.metrics.config_reload_time.set(time.time())
+        self.ctx.signal(Signal(labels={"alertname": "RegwardenConfigReloadFailed"}, firing=False))
+        log.info("config_reloaded", components=[c.name for c in self.components])
+        return True
+
+    # ------------------------------------------------------------------ reporting
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        reasons: dict[str, str] = {}
+        if not self.ctx.bus.alive(within=30):
+            reasons["bus"] = "dispatcher stalled"
+        for component in self.components:
+            try:
+                health = component.health()
+            except Exception as exc:
+                health = Health(False, f"health check raised {type(exc).__name__}")
+            if not health.ready:
+                reasons[component.name] = health.detail or "not ready"
+        self.metrics.ready.set(0 if reasons else 1)
+        return not reasons, reasons
+
+    def status(self) -> dict[str, Any]:
+        ready, reasons = self.readiness()
+        out: dict[str, Any] = {
+            "version": __version__,
+            "host": self.ctx.host,
+            "pid": os.getpid(),
+            "started": self.started,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "ready": ready,
+            "not_ready": reasons,
+            "config": {"path": str(self.config_path), "last_reload_error": self.reload_error},
+            "components": {},
+        }
+        for component in self.components:
+            try:
+                out["components"][component.name] = component.status()
+            except Exception as exc:
+                out["components"][component.name] = {"error": f"status raised {type(exc).__name__}"}
+        return out
+
+    # ------------------------------------------------------------------ main loop
+
+    def request(self, command: str) -> None:
+        """Queue `reload` or `stop` for the main loop (signal handlers and the local API use this)."""
+        self._commands.put(command)
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the exit code."""
+        for signum, command in ((signal.SIGTERM, "stop"), (signal.SIGINT, "stop"), (signal.SIGHUP, "reload")):
+            signal.signal(signum, lambda *_, c=command: self.request(c))
+        self.start()
+        self.notifier.ready(self._summary())
+        watchdog = watchdog_interval()
+        next_ping = time.monotonic()
+        while True:
+            timeout = max(0.0, next_ping - time.monotonic()) if watchdog else 1.0
+            try:
+                command = self._commands.get(timeout=timeout)
+            except queue.Empty:
+                command = ""
+            if command == "stop":
+                break
+            if command == "reload":
+                self.notifier.reloading()
+                self.reload()
+                self.notifier.notify("READY=1", f"STATUS={self._summary()}")
+            if watchdog and time.monotonic() >= next_ping:
+                if self.ctx.bus.alive(within=max(watchdog * 2, 30)):
+                    self.notifier.watchdog()
+                else:
+                    log.error("watchdog_withheld", reason="bus dispatcher stalled")
+                next_ping = time.monotonic() + watchdog
+        log.info("daemon_stopping")
+        self.notifier.stopping()
+        self.stop()
+        return 0
+
+    def _summary(self) -> str:
+        ready, reasons = self.readiness()
+        cfg = self.ctx.config
+        head = "ready" if ready else "degraded: " + ", ".join(sorted(reasons))
+        return (f"{head}; {len(cfg.credentials)} credentials, {len(cfg.registries)} registries,"
+                f" {len(cfg.sinks)} sinks")
+
+
+def run_daemon(config_path: Path, cfg: Config) -> int:
+    configure_logging(cfg.daemon.log_format, cfg.daemon.log_level)
+    try:
+        daemon = Daemon(config_path, cfg)
+    except (RegwardenError, OSError) as exc:
+        log.error("daemon_start_failed", error=str(exc))
+        return 1
+    return daemon.serve()
+
+

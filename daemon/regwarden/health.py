@@ -1,0 +1,131 @@
+"""Dependency checks behind /readyz: Vault, the Docker engine and each registry answer at all.
+
+The daemon starts and serves even when they do not; it reports not-ready and why.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import requests
+import structlog
+
+from .component import Context, Health
+
+__all__ = ["DependencyChecker"]
+
+log = structlog.get_logger(__name__)
+
+
+class DependencyChecker:
+    """Every `interval` seconds: Vault `/v1/sys/health`, Docker `/_ping`, registry `/v2/`."""
+
+    name = "dependencies"
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self._interval = interval
+        self._results: dict[str, str | None] = {}  # "vault" / "docker" / "registry:NAME" -> error or None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ctx: Context | None = None
+
+    def start(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="dependency-checks", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+    def health(self) -> Health:
+        if self._ctx is None:
+            return Health(False, "not started")
+        expected = self._targets(self._ctx)
+        failing = {k: v for k, v in self._results.items() if k in expected and v is not None}
+        pending = [k for k in expected if k not in self._results]
+        if failing:
+            return Health(False, "; ".join(f"{k}: {v}" for k, v in sorted(failing.items())))
+        if pending:
+            return Health(False, "checking " + ", ".join(sorted(pending)))
+        return Health(True)
+
+    def status(self) -> dict[str, Any]:
+        return {k: ("up" if v is None else f"down: {v}") for k, v in sorted(self._results.items())}
+
+    @staticmethod
+    def _targets(ctx: Context) -> list[str]:
+        cfg = ctx.config
+        names = ["vault"] if cfg.vault else []
+        if cfg.docker or (cfg.sources.docker_events and cfg.sources.docker_events.enabled):
+            names.append("docker")
+        return names + [f"registry:{r.name}" for r in cfg.registries]
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            assert self._ctx is not None
+            self.check_all(self._ctx)
+            self._stop.wait(self._interval)
+
+    def check_all(self, ctx: Context) -> None:
+        cfg = ctx.config
+        timeout = 5.0
+        if cfg.vault is not None:
+            verify: bool | str = str(cfg.vault.ca_cert) if cfg.vault.ca_cert else True
+            # 429/473/501/503 from sys/health still mean "Vault answered"; standby and sealed are reported
+            self._record(ctx, "vault", "vault", lambda: _http_ok(
+                f"{cfg.vault.address}/v1/sys/health?standbyok=true" if cfg.vault else "", timeout, verify,
+                ok=lambda s: s in (200, 429)))
+        if "docker" in self._targets(ctx):
+            host = cfg.docker.host if cfg.docker else "unix:///var/run/docker.sock"
+            self._record(ctx, "docker", "docker", lambda: _docker_ping(host, timeout))
+        for reg in cfg.registries:
+            verify = str(reg.ca_cert) if reg.ca_cert else True
+            self._record(ctx, f"registry:{reg.name}", "registry", lambda r=reg, v=verify: _http_ok(
+                f"{r.url}/v2/", timeout, v, ok=lambda s: s in (200, 401)))
+
+    def _record(self, ctx: Context, key: str, kind: str, check: Any) -> None:
+        try:
+            error = check()
+        except Exception as exc:  # a check must never kill the loop
+            error = f"{type(exc).__name__}: {exc}"
+        previous = self._results.get(key, "unset")
+        self._results[key] = error
+        ctx.metrics.dependency_up.labels(kind, key.partition(":")[2] or kind).set(0 if error else 1)
+        if error != previous:
+            if error:
+                log.warning("dependency_down", dependency=key, reason=error)
+            else:
+                log.info("dependency_up", dependency=key)
+
+
+def _http_ok(url: str, timeout: float, verify: bool | str, ok: Any) -> str | None:
+    try:
+        response = requests.get(url, timeout=timeout, verify=verify, allow_redirects=False)
+    except requests.exceptions.SSLError as exc:
+        return f"TLS error: {exc.__class__.__name__}"
+    except requests.exceptions.ConnectionError:
+        return "connection failed"
+    except requests.exceptions.Timeout:
+        return "timed out"
+    except requests.RequestException as exc:
+        return f"request failed: {exc.__class__.__name__}"
+    return None if ok(response.status_code) else f"HTTP {response.status_code}"
+
+
+def _docker_ping(host: str, timeout: float) -> str | None:
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.DockerClient(base_url=host, timeout=int(timeout))
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        return f"engine not reachable ({type(exc).__name__})"
+    return None
