@@ -1,0 +1,1 @@
+"""Credentials: watch Vault, verify against the registry, apply to Docker, rotate."""
