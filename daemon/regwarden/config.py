@@ -488,6 +488,8 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None) or _line_from_message(str(exc))
+        if line is None and "end of document" in str(exc):
+            line = max(1, len(text.splitlines()))
         raise ConfigError([ConfigProblem(file, line, "", f"TOML syntax error: {exc}")]) from None
     return parse_config(data, file=file, text=text)
 
@@ -690,7 +692,8 @@ def read_secret(file: Path | str | None = None, env: str | None = None) -> str:
             redact.register(secret)
             return secret
         except OSError as exc:
-            raise ConfigError([ConfigProblem(str(file), None, "", f"cannot read secret file: {exc.strerror}")]) from None
+            problem = ConfigProblem(str(file), None, "", f"cannot read secret file: {exc.strerror}")
+            raise ConfigError([problem]) from None
     if env is not None:
         value = os.environ.get(env)
         if value is None:

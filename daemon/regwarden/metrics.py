@@ -38,7 +38,8 @@ class Metrics:
         self.events = Counter("regwarden_events_total", "Events seen, by source and kind.", ["source", "kind"],
                               registry=r)
         self.input_rejected = Counter(
-            "regwarden_input_rejected_total", "Malformed input rejected (and kept where possible), by source and reason.",
+            "regwarden_input_rejected_total",
+            "Malformed input rejected (and kept where possible), by source and reason.",
             ["source", "reason"], registry=r)
         self.source_up = Gauge("regwarden_source_up", "1 while a source is running.", ["source"], registry=r)
         self.source_restarts = Counter("regwarden_source_restarts_total", "Source restarts after a failure.",
@@ -107,4 +108,4 @@ class Metrics:
         self.sink_up = Gauge("regwarden_sink_up", "1 if the sink is usable (not broken).", ["sink"], registry=r)
         self.notification_latency = Histogram(
             "regwarden_notification_latency_seconds", "Signal to delivered notification.", ["sink"],
-            buckets=_PHASE_BUCKETS + (30, 60, 300), registry=r)
+            buckets=(*_PHASE_BUCKETS, 30, 60, 300), registry=r)

@@ -27,7 +27,7 @@ _pattern: re.Pattern[str] | None = None
 
 def register(value: str | None) -> None:
     """Remember a secret so that it is scrubbed wherever it would appear."""
-    global _pattern
+    global _pattern  # noqa: PLW0603 - one compiled pattern shared by every thread, swapped atomically
     if not value or len(value) < _MIN_LEN:
         return
     with _lock:

@@ -58,8 +58,8 @@ def _make_handler(metrics: Metrics, ready: Callable[[], tuple[bool, dict[str, st
                 body = "ready\n" if ok else "".join(f"{k}: {v}\n" for k, v in sorted(reasons.items()))
                 self._send(200 if ok else 503, body.encode(), "text/plain")
             elif path == "/status":
-                body = json.dumps(scrub(status()), indent=2, sort_keys=True, default=str).encode()
-                self._send(200, body, "application/json")
+                payload = json.dumps(scrub(status()), indent=2, sort_keys=True, default=str).encode()
+                self._send(200, payload, "application/json")
             else:
                 self._send(404, b"not found\n", "text/plain")
 
@@ -74,7 +74,7 @@ def _make_handler(metrics: Metrics, ready: Callable[[], tuple[bool, dict[str, st
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             return None
 
     return Handler

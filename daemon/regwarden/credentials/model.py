@@ -16,7 +16,7 @@ from ..errors import CredentialError
 
 __all__ = ["IDENTITY_TOKEN_USER", "CredentialSecret"]
 
-IDENTITY_TOKEN_USER = "<token>"
+IDENTITY_TOKEN_USER = "<token>"  # noqa: S105 - Docker's marker, not a secret
 
 
 @dataclass(frozen=True, repr=False)

@@ -1,0 +1,5 @@
+"""`python -m regwarden` runs the CLI."""
+
+from .cli import main
+
+main()
