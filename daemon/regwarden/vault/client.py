@@ -1,0 +1,375 @@
+"""The Vault adapter: hvac and requests are used here and nowhere else.
+
+Authentication (token file, AppRole, TLS certificate), token renewal at 2/3 of its TTL, re-login
+when renewal is refused or the token was revoked, and backoff while Vault is unreachable all live
+in `VaultClient`; callers see typed KV v2 helpers that raise `VaultError(retryable, status)`.
+
+Renewal is checked before each request (plus a periodic `keep_token_fresh()` call from the
+credentials component for idle hours) rather than by a timer thread of its own: the daemon talks to
+Vault every `watch_interval` anyway, so the check costs nothing, needs no extra thread, and renewal
+can never race a request that is using the token being replaced.
+
+A 403 is ambiguous (revoked/expired token, or a policy that denies the path). The client asks
+`lookup-self`: if the token is still valid the 403 is a policy denial and is raised as is, so a
+misconfigured policy does not mint a new AppRole token every poll; if the token is invalid the
+client logs in once more (re-reading the token file, role-id and secret-id files) and retries once.
+
+Error messages carry the operation, the KV path, the HTTP status and Vault's short error text
+(scrubbed), never request bodies, tokens or response text.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+import structlog
+
+from .. import redact
+from ..backoff import Backoff
+from ..config import AppRoleAuth, CertAuth, TokenAuth, VaultConfig, read_secret
+from ..errors import ConfigError, VaultError
+from ..metrics import Metrics
+
+__all__ = ["RENEW_AT", "KvMetadata", "TokenAction", "TokenState", "VaultClient", "token_action",
+           "translate_error"]
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+RENEW_AT = 2 / 3  # renew when this fraction of the token's TTL has passed
+CAPPED_BELOW = 0.9  # a renewal granting less than this share of the login TTL hit the token's max TTL
+
+_STATUS_OF: dict[type[Exception], int] = {
+    hvac.exceptions.InvalidRequest: 400,
+    hvac.exceptions.Unauthorized: 401,
+    hvac.exceptions.Forbidden: 403,
+    hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.PreconditionFailed: 412,
+    hvac.exceptions.RateLimitExceeded: 429,
+    hvac.exceptions.InternalServerError: 500,
+    hvac.exceptions.VaultNotInitialized: 501,
+    hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503,
+}
+_REASON = {400: "invalid request", 401: "unauthorized", 403: "permission denied", 404: "not found or deleted",
+           412: "precondition failed", 429: "rate limited", 500: "internal error", 501: "not initialized",
+           502: "bad gateway", 503: "sealed or unavailable"}
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """What regwarden knows about its current token (never the token itself)."""
+
+    obtained_at: float  # unix time at which `ttl` was learned (login, renewal or lookup)
+    ttl: float  # seconds left at `obtained_at`; 0 means the token never expires
+    renewable: bool
+    granted: float  # the full TTL granted at login, to recognise a renewal capped by max TTL
+    capped: bool = False
+
+    @property
+    def expires_at(self) -> float | None:
+        return None if self.ttl <= 0 else self.obtained_at + self.ttl
+
+    @property
+    def renew_at(self) -> float | None:
+        return None if self.ttl <= 0 else self.obtained_at + RENEW_AT * self.ttl
+
+    def renewed(self, now: float, ttl: float, renewable: bool) -> TokenState:
+        return TokenState(now, ttl, renewable, self.granted, capped=ttl < CAPPED_BELOW * self.granted)
+
+
+TokenAction = Literal["none", "renew", "login"]
+
+
+def token_action(state: TokenState | None, now: float) -> TokenAction:
+    """What to do with the token before the next request.
+
+    No token: log in. A token that never expires, or before 2/3 of its TTL: nothing. Past that:
+    renew if the token is renewable and the last renewal was not capped by its max TTL, otherwise
+    obtain a new one (log in again; for a token file, re-read the file).
+    """
+    if state is None:
+        return "login"
+    if state.renew_at is None or now < state.renew_at:
+        return "none"
+    return "renew" if state.renewable and not state.capped else "login"
+
+
+def translate_error(operation: str, what: str, exc: Exception) -> VaultError:
+    """An hvac/requests exception as a VaultError whose message is safe to log (no request data)."""
+    where = f"Vault {operation} {what}".rstrip()
+    if isinstance(exc, hvac.exceptions.VaultError):
+        status = next((s for cls, s in _STATUS_OF.items() if isinstance(exc, cls)), None)
+        reason = _REASON.get(status or 0, "unexpected answer")
+        errors = [str(e) for e in (exc.errors or []) if isinstance(e, str)]
+        said = redact.scrub_text("; ".join(errors))[:200]
+        retryable = status is None or status == 429 or status >= 500
+        text = f"{where}: HTTP {status} {reason}" if status else f"{where}: {reason}"
+        return VaultError(f"{text} ({said})" if said and said != reason else text, retryable=retryable,
+                          status=status)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return VaultError(f"{where}: TLS verification failed (check vault.ca_cert)", retryable=True)
+    if isinstance(exc, requests.exceptions.Timeout):
+        return VaultError(f"{where}: timed out", retryable=True)
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return VaultError(f"{where}: connection failed", retryable=True)
+    if isinstance(exc, requests.RequestException):
+        return VaultError(f"{where}: request failed ({type(exc).__name__})", retryable=True)
+    return VaultError(f"{where}: malformed answer ({type(exc).__name__})", retryable=True)
+
+
+def _unreachable(err: VaultError) -> bool:
+    return err.retryable and (err.status is None or err.status >= 500 or err.status == 429)
+
+
+# --------------------------------------------------------------------------- the adapter
+
+
+class KvMetadata(NamedTuple):
+    current_version: int
+    custom_metadata: dict[str, str]
+
+
+_VENDOR_ERRORS = (hvac.exceptions.VaultError, requests.RequestException, ValueError, KeyError, TypeError)
+
+
+class VaultClient:
+    """One authenticated connection to Vault, shared by every credential job (thread-safe)."""
+
+    def __init__(self, cfg: VaultConfig, metrics: Metrics, *, clock: Callable[[], float] = time.time,
+                 backoff: Backoff | None = None) -> None:
+        self._cfg = cfg
+        self._metrics = metrics
+        self._clock = clock
+        self._backoff = backoff or Backoff(initial=1.0, maximum=300.0)
+        self._auth_lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        cert = (str(cfg.auth.cert_file), str(cfg.auth.key_file)) if isinstance(cfg.auth, CertAuth) else None
+        self._hvac = hvac.Client(url=cfg.address, verify=str(cfg.ca_cert) if cfg.ca_cert else True,
+                                 timeout=cfg.timeout.total_seconds(), namespace=cfg.namespace, cert=cert)
+        self.token: TokenState | None = None
+        self.up: bool | None = None  # None until the first answer or failure
+        self.down_since: float | None = None
+        self.last_error: str | None = None
+        self.token_error: str | None = None  # the last failed renewal/login, cleared by a good one
+        self._retry_at: float | None = None
+
+    @property
+    def auth_method(self) -> str:
+        return self._cfg.auth.method
+
+    def close(self) -> None:
+        self._hvac.adapter.close()
+
+    # ------------------------------------------------------------------ KV v2
+
+    def read_metadata(self, mount: str, path: str) -> KvMetadata:
+        """`current_version` and `custom_metadata` of a KV v2 key (no secret data is read)."""
+        def read(c: Any) -> KvMetadata:
+            data = c.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
+            return KvMetadata(int(data["current_version"]), _str_dict(data.get("custom_metadata")))
+
+        return self._call("read_metadata", f"{mount}/{path}", read)
+
+    def read_version(self, mount: str, path: str, version: int) -> dict[str, Any]:
+        """The data of one version; a deleted or destroyed version is a 404 VaultError."""
+        def read(c: Any) -> dict[str, Any]:
+            data = c.secrets.kv.v2.read_secret_version(
+                path=path, version=version, mount_point=mount, raise_on_deleted_version=True)["data"]["data"]
+            if not isinstance(data, dict):
+                raise TypeError("no data")
+            return data
+
+        return self._call("read_version", f"{mount}/{path} v{version}", read)
+
+    def write(self, mount: str, path: str, data: Mapping[str, Any], *, cas: int | None) -> int:
+        """Write a new version (check-and-set: `cas=0` only if absent, `cas=N` only if current is N).
+
+        Returns the new version. A cas mismatch is a VaultError with status 400, not retryable.
+        """
+        return self._call("write", f"{mount}/{path}", lambda c: int(c.secrets.kv.v2.create_or_update_secret(
+            path=path, secret=dict(data), cas=cas, mount_point=mount)["data"]["version"]))
+
+    def update_custom_metadata(self, mount: str, path: str, updates: Mapping[str, str]) -> dict[str, str]:
+        """Merge `updates` into the key's custom_metadata (other metadata settings are kept)."""
+        where = f"{mount}/{path}"
+        current: dict[str, Any] = self._call(
+            "read_metadata", where, lambda c: dict(c.secrets.kv.v2.read_secret_metadata(
+                path=path, mount_point=mount)["data"]))
+        merged = {**_str_dict(current.get("custom_metadata")), **{str(k): str(v) for k, v in updates.items()}}
+        # hvac always sends delete_version_after (default "0s"): pass the current settings through
+        self._call("update_metadata", where, lambda c: c.secrets.kv.v2.update_metadata(
+            path=path, mount_point=mount, custom_metadata=merged, max_versions=current.get("max_versions"),
+            cas_required=current.get("cas_required"),
+            delete_version_after=current.get("delete_version_after") or "0s"))
+        return merged
+
+    # ------------------------------------------------------------------ token upkeep
+
+    def keep_token_fresh(self) -> None:
+        """Renew or re-obtain the token if it is due (no request otherwise). Raises VaultError."""
+        self._ensure_token()
+
+    def _ensure_token(self) -> None:
+        with self._auth_lock:
+            action = token_action(self.token, self._clock())
+            if action == "none":
+                return
+            try:
+                if action == "renew":
+                    try:
+                        self._renew()
+                        return
+                    except VaultError as exc:
+                        if _unreachable(exc):
+                            raise
+                        log.info("vault_token_renewal_refused", reason=str(exc))
+                self._login()
+            except VaultError as exc:
+                self.token_error = str(exc)
+                raise
+
+    def _renew(self) -> None:
+        _, ttl, renewable = self._request("renew", "", lambda c: _grant(c.auth.token.renew_self()))
+        assert self.token is not None
+        self._set_token(self.token.renewed(self._clock(), ttl, renewable))
+        log.debug("vault_token_renewed", ttl=ttl, capped=self.token.capped)
+
+    def _login(self) -> None:
+        """Obtain a token by the configured method; secrets are re-read from their files every time."""
+        auth = self._cfg.auth
+        now = self._clock()
+        if isinstance(auth, TokenAuth):
+            self._hvac.token = self._secret(auth.token_file, auth.token_env, "token")
+            ttl, renewable, created = self._request("lookup", "", lambda c: _lookup(c.auth.token.lookup_self()))
+            state = TokenState(now, ttl, renewable, created or ttl)
+        else:
+            self._hvac.token = None  # a login must not carry a stale token
+            if isinstance(auth, AppRoleAuth):
+                role_id = self._plain(auth.role_id_file, "role_id_file")
+                secret_id = self._secret(auth.secret_id_file, auth.secret_id_env, "secret_id")
+                token, ttl, renewable = self._request("login", "", lambda c: _grant(c.auth.approle.login(
+                    role_id=role_id, secret_id=secret_id, mount_point=auth.mount)))
+            else:
+                token, ttl, renewable = self._request("login", "", lambda c: _grant(c.auth.cert.login(
+                    name=auth.role or "", cert_pem=str(auth.cert_file), key_pem=str(auth.key_file),
+                    mount_point=auth.mount)))
+            self._hvac.token = token
+            state = TokenState(now, ttl, renewable, ttl)
+        self._set_token(state)
+        log.info("vault_logged_in", method=auth.method, ttl=state.ttl, renewable=state.renewable)
+
+    def _set_token(self, state: TokenState) -> None:
+        self.token = state
+        self.token_error = None
+        self._metrics.vault_token_expiry.set(state.expires_at or 0)
+
+    @staticmethod
+    def _secret(file: Path | None, env: str | None, what: str) -> str:
+        try:
+            return read_secret(file=file, env=env)
+        except ConfigError as exc:
+            raise VaultError(f"cannot read the Vault {what}: {exc}", retryable=True) from None
+
+    @staticmethod
+    def _plain(file: Path, what: str) -> str:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise VaultError(f"cannot read {what} {file}: {exc.strerror}", retryable=True) from None
+
+    # ------------------------------------------------------------------ requests
+
+    def _call(self, operation: str, what: str, fn: Callable[[Any], T]) -> T:
+        """One authenticated request: token upkeep first; on 403 check the token and re-login once."""
+        self._ensure_token()
+        try:
+            return self._request(operation, what, fn)
+        except VaultError as exc:
+            if exc.status != 403 or not self._token_rejected():
+                raise
+        log.info("vault_token_rejected", operation=operation, method=self.auth_method)
+        with self._auth_lock:
+            self._login()
+        return self._request(operation, what, fn)
+
+    def _token_rejected(self) -> bool:
+        """After a 403: is the token itself invalid (expired, revoked), rather than the path denied?"""
+        try:
+            self._request("lookup", "", lambda c: _lookup(c.auth.token.lookup_self()))
+        except VaultError as exc:
+            if exc.status == 403:
+                return True
+            raise
+        return False
+
+    def _request(self, operation: str, what: str, fn: Callable[[Any], T]) -> T:
+        """Send one request, translating vendor errors and tracking reachability and backoff."""
+        now = self._clock()
+        with self._state_lock:
+            retry_at = self._retry_at
+        if retry_at is not None and now < retry_at:
+            raise VaultError(f"Vault unreachable ({self.last_error}); next attempt in {retry_at - now:.0f}s",
+                             retryable=True)
+        try:
+            result = fn(self._hvac)
+        except _VENDOR_ERRORS as exc:
+            err = translate_error(operation, what, exc)
+            self._record(operation, err)
+            raise err from None
+        self._record(operation, None)
+        return result
+
+    def _record(self, operation: str, err: VaultError | None) -> None:
+        now = self._clock()
+        unreachable = err is not None and _unreachable(err)
+        self._metrics.vault_requests.labels(
+            operation, "success" if err is None else "unreachable" if unreachable else "error").inc()
+        with self._state_lock:
+            if unreachable:
+                assert err is not None
+                delay = self._backoff.next()
+                self._retry_at = now + delay
+                if self.up is not False:
+                    self.down_since = now
+                    log.warning("vault_unreachable", error=str(err), retry_in=round(delay, 1))
+                self.up = False
+                self.last_error = str(err)
+            else:
+                if self.up is False:
+                    log.info("vault_reachable", down_for=round(now - (self.down_since or now), 1))
+                self._backoff.reset()
+                self._retry_at = None
+                self.up, self.down_since = True, None
+                self.last_error = None if err is None else str(err)
+        self._metrics.vault_up.set(1 if self.up else 0)
+
+
+def _grant(resp: Any) -> tuple[str, float, bool]:
+    """(token, ttl, renewable) of a login or renewal answer; the token is registered for redaction."""
+    auth = resp["auth"]
+    token = str(auth["client_token"])
+    redact.register(token)
+    return token, float(auth["lease_duration"]), bool(auth["renewable"])
+
+
+def _lookup(resp: Any) -> tuple[float, bool, float]:
+    """(ttl, renewable, creation_ttl) of a lookup-self answer."""
+    data = resp["data"]
+    return float(data.get("ttl") or 0), bool(data.get("renewable")), float(data.get("creation_ttl") or 0)
+
+
+def _str_dict(value: object) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, Mapping) else {}
