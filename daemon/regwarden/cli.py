@@ -111,3 +111,57 @@ def run(config_path: Path) -> None:
 
     cfg = load_or_exit(config_path)
     sys.exit(run_daemon(config_path, cfg))
+
+
+def local_api(config_path: Path) -> Any:
+    """A client for the running daemon's unix socket, found through the config's state_dir."""
+    import tomllib
+
+    from .localapi import LocalApiClient
+
+    # Read only daemon.state_dir, leniently: `reload` must reach the daemon even when the edited file is
+    # invalid, so the daemon itself can say what is wrong with it.
+    try:
+        state_dir = tomllib.loads(config_path.read_text(encoding="utf-8"))["daemon"]["state_dir"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        state_dir = "/var/lib/regwarden"
+    return LocalApiClient(Path(str(state_dir)) / "regwarden.sock")
+
+
+def call_daemon(config_path: Path, method: str, endpoint: str, body: Any = None) -> Any:
+    """Call the local API; on failure print why and exit 1."""
+    from .localapi import LocalApiError
+
+    try:
+        return local_api(config_path).call(method, endpoint, body)
+    except LocalApiError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@config_option
+@json_option
+def status(config_path: Path, as_json: bool) -> None:
+    """Show what the running daemon is doing (through its local API)."""
+    from .status_view import render_status
+
+    answer = call_daemon(config_path, "GET", "/v1/status")
+    if as_json:
+        echo_json(answer)
+    else:
+        click.echo(render_status(answer))
+
+
+@main.command()
+@config_option
+def reload(config_path: Path) -> None:
+    """Ask the running daemon to reload its config (like SIGHUP, but says whether it was applied)."""
+    from .localapi import LocalApiError
+
+    try:
+        local_api(config_path).call("POST", "/v1/reload")
+    except LocalApiError as exc:
+        click.echo(f"reload refused: {exc}", err=True)
+        sys.exit(1)
+    click.echo("configuration reloaded")

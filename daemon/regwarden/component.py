@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -14,6 +15,7 @@ from .backoff import Backoff
 from .bus import Bus
 from .config import Config
 from .events import Event, Signal
+from .localapi import LocalApi
 from .metrics import Metrics
 from .state import StateStore
 
@@ -39,6 +41,8 @@ class Context:
     scheduler: BackgroundScheduler
     host: str
     stopping: threading.Event = field(default_factory=threading.Event)
+    # the local API (unix socket); components register the routes that change them
+    api: LocalApi = field(default_factory=lambda: LocalApi(Path("/nonexistent/regwarden.sock")))
 
     def emit(self, event: Event) -> None:
         self.bus.publish(event)

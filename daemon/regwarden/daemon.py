@@ -23,6 +23,7 @@ from .config import Config, check_host, load_config
 from .errors import ConfigError, RegwardenError
 from .events import Signal
 from .health import DependencyChecker
+from .localapi import LocalApi
 from .logging import configure_logging
 from .metrics import Metrics
 from .sdnotify import Notifier, watchdog_interval
@@ -50,7 +51,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.notifier = Notifier()
         self.started = time.time()
-        self._commands: queue.Queue[str] = queue.Queue()
+        self._commands: queue.Queue[tuple[str, queue.Queue[bool] | None]] = queue.Queue()
         state = StateStore(cfg.daemon.state_dir)
         self.ctx = Context(
             config=cfg, metrics=self.metrics, state=state,
@@ -58,6 +59,7 @@ class Daemon:
             scheduler=BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
                                                                         "misfire_grace_time": 30}),
             host=cfg.daemon.hostname,
+            api=LocalApi(cfg.daemon.state_dir / "regwarden.sock"),
         )
         self.components: list[Component] = []
         self.reload_error: str | None = None
@@ -73,6 +75,9 @@ class Daemon:
         self.ctx.scheduler.start()
         self._start_components(self.ctx.config)
         self.http.start()
+        self.ctx.api.route("GET", "/v1/status", lambda _, __: (200, self.status()))
+        self.ctx.api.route("POST", "/v1/reload", self._api_reload)
+        self.ctx.api.start()
         log.info("daemon_started", version=__version__, listen=self.ctx.config.daemon.listen,
                  components=[c.name for c in self.components], pid=os.getpid())
 
@@ -100,6 +105,7 @@ class Daemon:
         if not self.ctx.bus.stop(max(0.5, deadline - time.monotonic() - 0.5)):
             log.error("bus_not_drained")
         self.http.stop()
+        self.ctx.api.stop()
         self.ctx.state.close()
         log.info("daemon_stopped")
 
@@ -172,9 +178,20 @@ class Daemon:
 
     # ------------------------------------------------------------------ main loop
 
-    def request(self, command: str) -> None:
+    def request(self, command: str, reply: queue.Queue[bool] | None = None) -> None:
         """Queue `reload` or `stop` for the main loop (signal handlers and the local API use this)."""
-        self._commands.put(command)
+        self._commands.put((command, reply))
+
+    def _api_reload(self, _: dict[str, str], __: Any) -> tuple[int, Any]:
+        reply: queue.Queue[bool] = queue.Queue()
+        self.request("reload", reply)
+        try:
+            applied = reply.get(timeout=60)
+        except queue.Empty:
+            return 504, {"error": "reload did not finish within 60s"}
+        if applied:
+            return 200, {"reloaded": True}
+        return 409, {"reloaded": False, "error": self.reload_error}
 
     def serve(self) -> int:
         """Run until SIGTERM/SIGINT; returns the exit code."""
@@ -187,15 +204,17 @@ class Daemon:
         while True:
             timeout = max(0.0, next_ping - time.monotonic()) if watchdog else 1.0
             try:
-                command = self._commands.get(timeout=timeout)
+                command, reply = self._commands.get(timeout=timeout)
             except queue.Empty:
-                command = ""
+                command, reply = "", None
             if command == "stop":
                 break
             if command == "reload":
                 self.notifier.reloading()
-                self.reload()
+                applied = self.reload()
                 self.notifier.notify("READY=1", f"STATUS={self._summary()}")
+                if reply is not None:
+                    reply.put(applied)
             if watchdog and time.monotonic() >= next_ping:
                 if self.ctx.bus.alive(within=max(watchdog * 2, 30)):
                     self.notifier.watchdog()
