@@ -1,0 +1,588 @@
+"""Real services for integration tests: OpenBao, dockerd, registry, Alertmanager, network namespaces.
+
+Each service is a small class around one `Process` (own process group, output in a log file, ready when
+a probe answers, stopped with SIGTERM then SIGKILL of the whole group). The pytest fixtures that hand
+them to tests live in `conftest.py`; this module holds no pytest fixtures, only the machinery.
+
+A missing binary skips the test with a clear reason, or fails it when the environment says `CI=true`
+(CI installs everything through `.ci/run`, so a missing piece there is a defect, not a reason to skip).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import ipaddress
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import docker
+import docker.errors
+import hvac
+import pytest
+import requests
+
+__all__ = [
+    "CI",
+    "TINY_IMAGE",
+    "Alertmanager",
+    "DockerEngine",
+    "ImageTransferError",
+    "NetnsHost",
+    "OpenBaoDev",
+    "OpenBaoRaft",
+    "Process",
+    "RegistryServer",
+    "RegistryTLS",
+    "binary",
+    "free_port",
+    "import_tiny_image",
+    "pull_image",
+    "push_image",
+    "require",
+    "running",
+    "wait_for",
+]
+
+CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+TINY_IMAGE = "tiny:1"
+DOCKER_API_VERSION = "1.41"  # Engine 20.10 (Debian 12's docker.io); pinned so the SDK skips negotiation
+
+
+# --------------------------------------------------------------------------------------------- basics
+
+
+def require(what: str, ok: bool) -> None:
+    """Skip the test when `what` is unavailable; with CI=true fail it instead (CI must have everything)."""
+    if ok:
+        return
+    if CI:
+        pytest.fail(f"{what} is not available, but CI=true requires it (.ci/run installs it)", pytrace=False)
+    pytest.skip(f"{what} is not available here (install it as .ci/run does)")
+
+
+def binary(name: str) -> str:
+    """Absolute path of the executable `name` (PATH, then the running venv's bin), or skip/fail."""
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    require(f"executable {name!r}", path is not None)
+    assert path is not None
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(what: str, probe: Callable[[], bool], timeout: float, process: Process | None = None) -> None:
+    """Poll `probe` (exceptions count as "not yet") until it holds; fail early if `process` died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(Exception):
+            if probe():
+                return
+        if process is not None and not process.running:
+            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log_tail()}")
+        if time.monotonic() > deadline:
+            tail = f":\n{process.log_tail()}" if process is not None else ""
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
+        time.sleep(0.1)
+
+
+def http_status(url: str, **kwargs: Any) -> int:
+    """Status code of GET `url` (raises when nothing answers)."""
+    return requests.get(url, timeout=2, **kwargs).status_code
+
+
+def tcp_open(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=1):
+        return True
+
+
+# ------------------------------------------------------------------------------------------- process
+
+_LIVE: set[Process] = set()
+
+
+class Process:
+    """One service process in its own process group, stdout+stderr appended to `log_path`."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        ready: Callable[[], bool],
+        *,
+        env: Mapping[str, str] | None = None,
+        netns: str | None = None,
+        start_timeout: float = 30.0,
+        stop_timeout: float = 15.0,
+    ) -> None:
+        self.name = name
+        self.argv = [*(("ip", "netns", "exec", netns) if netns else ()), *argv]
+        self.log_path = log_path
+        self.ready = ready
+        self.env = {**os.environ, **(env or {})}
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.started_in: float | None = None  # seconds from spawn to ready, for the curious
+        self._popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self._popen is not None else None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        began = time.monotonic()
+        with self.log_path.open("ab") as log:  # append: restarts and rotation tests keep one file
+            self._popen = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env, start_new_session=True,
+            )
+        _LIVE.add(self)
+        try:
+            wait_for(f"{self.name} to be ready", self.ready, self.start_timeout, self)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - began
+
+    def stop(self) -> None:
+        """SIGTERM the process group, wait, then SIGKILL whatever is left of it."""
+        popen, self._popen = self._popen, None
+        _LIVE.discard(self)
+        if popen is None:
+            return
+        for sig, wait in ((signal.SIGTERM, self.stop_timeout), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(wait)
+                break
+        with contextlib.suppress(ProcessLookupError):  # children that outlived the leader
+            os.killpg(popen.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __repr__(self) -> str:
+        return f"Process({self.name!r}, pid={self.pid})"
+
+
+class Service(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+@contextlib.contextmanager
+def running(service: S) -> Iterator[S]:
+    """Start `service`, hand it out, always stop it."""
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+
+
+@atexit.register
+def _kill_leftovers() -> None:  # a safety net for interrupted runs; fixtures stop what they start
+    for process in list(_LIVE):
+        process.stop()
+
+
+# ------------------------------------------------------------------------------------------- OpenBao
+
+
+def _bao_env(home: Path) -> dict[str, str]:
+    # HOME: the CLI's token helper writes ~/.vault-token; keep it in the test's directory.
+    return {"HOME": str(home), "BAO_ADDR": "", "VAULT_ADDR": "", "BAO_TOKEN": "", "VAULT_TOKEN": ""}
+
+
+class OpenBaoDev:
+    """`bao server -dev`: in memory, unsealed, KV v2 at `secret/`, root token `.token`."""
+
+    def __init__(self, workdir: Path) -> None:
+        port = free_port()
+        self.address = f"http://127.0.0.1:{port}"
+        self.token = "root-" + secrets.token_hex(8)
+        self.process = Process(
+            "openbao-dev",
+            [binary("bao"), "server", "-dev", f"-dev-root-token-id={self.token}",
+             f"-dev-listen-address=127.0.0.1:{port}"],
+            workdir / "openbao.log",
+            lambda: http_status(f"{self.address}/v1/sys/health") == 200,
+            env=_bao_env(workdir),
+        )
+
+    def client(self) -> Any:
+        """An hvac.Client authenticated with the root token."""
+        return hvac.Client(url=self.address, token=self.token)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class OpenBaoRaft:
+    """A persistent OpenBao (raft storage in `workdir`); `.stop()`/`.start()` keep data and re-unseal."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        (workdir / "raft").mkdir(parents=True, exist_ok=True)
+        port, cluster_port = free_port(), free_port()
+        self.address = f"http://127.0.0.1:{port}"
+        self.token = ""
+        self.unseal_key = ""
+        config = workdir / "openbao.hcl"
+        config.write_text(
+            f'storage "raft" {{\n  path = "{workdir / "raft"}"\n  node_id = "n1"\n}}\n'
+            f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
+            f'  cluster_address = "127.0.0.1:{cluster_port}"\n  tls_disable = true\n}}\n'
+            f'api_addr = "{self.address}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
+        )
+        self.process = Process(
+            "openbao-raft",
+            [binary("bao"), "server", f"-config={config}"],
+            workdir / "openbao.log",
+            lambda: http_status(f"{self.address}/v1/sys/health") > 0,  # answers at all (sealed: 503)
+            env=_bao_env(workdir),
+        )
+
+    def client(self) -> Any:
+        """An hvac.Client with the root token (none before the first start)."""
+        return hvac.Client(url=self.address, token=self.token or None)
+
+    def start(self) -> None:
+        """Start the server; the first time initialise it and mount KV v2 at `secret/`, else unseal."""
+        self.process.start()
+        first = not self.unseal_key
+        if first:
+            result = self.client().sys.initialize(secret_shares=1, secret_threshold=1)
+            self.unseal_key, self.token = result["keys"][0], result["root_token"]
+        self.client().sys.submit_unseal_key(self.unseal_key)
+        # 200 = active (leader elected); 429 standby, 503 sealed, 501 not initialised
+        wait_for("raft leadership", lambda: http_status(f"{self.address}/v1/sys/health") == 200, 30,
+                 self.process)
+        if first:
+            self.client().sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        wait_for("KV v2 at secret/", lambda: bool(self.client().secrets.kv.v2.read_configuration("secret")),
+                 30, self.process)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+# -------------------------------------------------------------------------------------------- dockerd
+
+
+class DockerEngine:
+    """A private dockerd (vfs, no iptables, no bridge) on `unix://WORKDIR/docker.sock`."""
+
+    def __init__(self, workdir: Path, **extra_args: str | bool | Sequence[str]) -> None:
+        self.workdir = workdir
+        self.host = f"unix://{workdir / 'docker.sock'}"
+        argv = [
+            binary("dockerd"), "--host", self.host, "--data-root", str(workdir / "data"),
+            "--exec-root", str(workdir / "exec"), "--pidfile", str(workdir / "docker.pid"),
+            "--storage-driver", "vfs", "--iptables=false", "--ip6tables=false", "--bridge=none",
+        ]
+        for key, value in extra_args.items():  # insecure_registry="198.18.0.2:5000" → --insecure-registry=...
+            flag = "--" + key.replace("_", "-")
+            values = [value] if isinstance(value, str | bool) else list(value)
+            for item in values:
+                argv.append(flag if item is True else f"{flag}={str(item).lower() if item is False else item}")
+        self.process = Process("dockerd", argv, workdir / "dockerd.log", self._ping, start_timeout=60)
+
+    def _ping(self) -> bool:
+        api = docker.APIClient(base_url=self.host, version=DOCKER_API_VERSION, timeout=2)
+        try:
+            return bool(api.ping())
+        finally:
+            api.close()
+
+    def client(self) -> Any:
+        """A docker.DockerClient for this engine."""
+        return docker.DockerClient(base_url=self.host, version=DOCKER_API_VERSION, timeout=60)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def import_tiny_image(client: Any, name: str = TINY_IMAGE) -> str:
+    """Import a one-layer image holding the static busybox (plus sh/true/sleep/cat/echo links) as `name`."""
+    busybox = Path(binary("busybox")).resolve()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in ("sh", "true", "false", "sleep", "cat", "echo", "ls", "wget"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    repository, tag = name.rsplit(":", 1)
+    client.api.import_image_from_data(buffer.getvalue(), repository=repository, tag=tag)
+    return name
+
+
+class ImageTransferError(RuntimeError):
+    """A push or pull through the engine failed (denied, unreachable, ...)."""
+
+
+def _drain(stream: Iterator[dict[str, Any]], what: str) -> None:
+    for message in stream:
+        if "error" in message or "errorDetail" in message:
+            raise ImageTransferError(f"{what}: {message.get('error') or message.get('errorDetail')}")
+
+
+def push_image(
+    client: Any, host_port: str, repository: str, tag: str = "latest",
+    auth: Mapping[str, str] | None = None, source: str = TINY_IMAGE,
+) -> str:
+    """Tag `source` as HOST:PORT/REPOSITORY:TAG and push it with `auth`; returns the reference."""
+    target = f"{host_port}/{repository}"
+    client.images.get(source).tag(target, tag)
+    try:
+        _drain(client.api.push(target, tag=tag, auth_config=dict(auth) if auth else None,
+                               stream=True, decode=True), f"push {target}:{tag}")
+    except docker.errors.APIError as exc:
+        raise ImageTransferError(f"push {target}:{tag}: {exc.explanation}") from exc
+    return f"{target}:{tag}"
+
+
+def pull_image(client: Any, reference: str, auth: Mapping[str, str] | None = None) -> None:
+    """Pull `reference` (HOST:PORT/REPO:TAG) with `auth`."""
+    repository, tag = reference.rsplit(":", 1)
+    try:
+        _drain(client.api.pull(repository, tag=tag, auth_config=dict(auth) if auth else None,
+                               stream=True, decode=True), f"pull {reference}")
+    except docker.errors.APIError as exc:
+        raise ImageTransferError(f"pull {reference}: {exc.explanation}") from exc
+
+
+# ----------------------------------------------------------------------------------- network namespace
+
+_TEST_NET = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544 benchmarking range, never routed
+
+
+def _used_addresses() -> set[str]:
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    return {word.split("/")[0] for word in out.split() if word.startswith("198.1")}
+
+
+@dataclass
+class NetnsHost:
+    """A network namespace joined to the host by a veth pair: host side `host_addr`, inside `ns_addr`."""
+
+    name: str
+    host_addr: str
+    ns_addr: str
+    host_if: str
+    _created: bool = field(default=False, repr=False)
+
+    @classmethod
+    def create(cls) -> NetnsHost:
+        binary("ip")
+        suffix = secrets.token_hex(4)
+        used = _used_addresses()
+        while True:
+            block = random.randrange(1, _TEST_NET.num_addresses // 4)  # not security-relevant
+            base = _TEST_NET.network_address + 4 * block
+            if str(base + 1) not in used and str(base + 2) not in used:
+                break
+        host = cls(f"rwtest-{suffix}", str(base + 1), str(base + 2), f"rwh{suffix}")
+        try:
+            host._setup()
+        except BaseException:
+            host.delete()
+            raise
+        return host
+
+    def _setup(self) -> None:
+        peer = f"rwn{self.host_if[3:]}"
+        self._created = True
+        for argv in (
+            ["ip", "netns", "add", self.name],
+            ["ip", "link", "add", self.host_if, "type", "veth", "peer", "name", peer],
+            ["ip", "link", "set", peer, "netns", self.name],
+            ["ip", "addr", "add", f"{self.host_addr}/30", "dev", self.host_if],
+            ["ip", "link", "set", self.host_if, "up"],
+        ):
+            subprocess.run(argv, check=True, capture_output=True)
+        for argv in (
+            ["ip", "addr", "add", f"{self.ns_addr}/30", "dev", peer],
+            ["ip", "link", "set", peer, "up"],
+            ["ip", "link", "set", "lo", "up"],
+        ):
+            self.run(argv)
+
+    def run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace, output captured as text."""
+        return subprocess.run(["ip", "netns", "exec", self.name, *argv], check=check,
+                              capture_output=True, text=True)
+
+    def delete(self) -> None:
+        """Kill whatever still runs inside, then remove the namespace and the veth pair."""
+        if not self._created:
+            return
+        self._created = False
+        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
+        for pid in pids.split():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)  # takes the peer with it
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class RegistryTLS:
+    """Server certificate and key (PEM files); `clientcas` turns on required client certificates."""
+
+    certificate: Path
+    key: Path
+    clientcas: Sequence[Path] = ()
+
+
+class RegistryServer:
+    """distribution's `docker-registry serve`, files in `workdir`, log (stdout+stderr) in `.log_path`."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        auth: bool = True,
+        notifications_url: str | None = None,
+        notifications_token: str | None = None,
+        log_format: str = "json",
+        tls: RegistryTLS | Mapping[str, Any] | None = None,
+        netns: NetnsHost | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.tls = RegistryTLS(**tls) if isinstance(tls, Mapping) else tls
+        addr = netns.ns_addr if netns else "127.0.0.1"
+        port = 5000 if netns else free_port()  # a fresh namespace has every port free
+        self.host_port = f"{addr}:{port}"
+        self.url = f"{'https' if self.tls else 'http'}://{self.host_port}"
+        self.htpasswd_path = workdir / "htpasswd"
+        self.log_path = workdir / "registry.log"
+        self.config_path = workdir / "config.yml"
+        self.username = "rwtest"
+        self.password = secrets.token_urlsafe(12)
+        self.htpasswd_path.touch()
+        if auth:
+            self.add_user(self.username, self.password)
+        self.config_path.write_text(json.dumps(self._config(
+            auth, notifications_url, notifications_token, log_format), indent=2))  # JSON is YAML
+        self.process = Process(
+            "registry", [binary("docker-registry"), "serve", str(self.config_path)], self.log_path,
+            lambda: tcp_open(addr, port), netns=netns.name if netns else None,
+        )
+
+    def _config(self, auth: bool, notify_url: str | None, notify_token: str | None,
+                log_format: str) -> dict[str, Any]:
+        http: dict[str, Any] = {"addr": self.host_port, "secret": secrets.token_hex(16)}
+        if self.tls:
+            http["tls"] = {"certificate": str(self.tls.certificate), "key": str(self.tls.key)}
+            if self.tls.clientcas:
+                http["tls"]["clientcas"] = [str(path) for path in self.tls.clientcas]
+        config: dict[str, Any] = {
+            "version": "0.1",
+            "log": {"level": "info", "formatter": log_format},
+            "storage": {"filesystem": {"rootdirectory": str(self.workdir / "storage")},
+                        "delete": {"enabled": True}},
+            "http": http,
+        }
+        if auth:
+            config["auth"] = {"htpasswd": {"realm": "regwarden-test", "path": str(self.htpasswd_path)}}
+        if notify_url:
+            headers = {"Authorization": [f"Bearer {notify_token}"]} if notify_token else {}
+            config["notifications"] = {"endpoints": [{
+                "name": "regwarden", "url": notify_url, "headers": headers,
+                "timeout": "2s", "threshold": 3, "backoff": "1s",
+            }]}
+        return config
+
+    @property
+    def auth_config(self) -> dict[str, str]:
+        """The default user's credentials as docker-py `auth_config`."""
+        return {"username": self.username, "password": self.password}
+
+    def add_user(self, name: str, password: str) -> None:
+        """Add or replace a bcrypt htpasswd entry (the running registry re-reads the file)."""
+        subprocess.run([binary("htpasswd"), "-B", "-b", str(self.htpasswd_path), name, password],
+                       check=True, capture_output=True)
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+# --------------------------------------------------------------------------------------- Alertmanager
+
+
+class Alertmanager:
+    """prometheus-alertmanager with a do-nothing receiver; API v2 at `.url + "/api/v2/alerts"`."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.config_path = workdir / "alertmanager.yml"
+        self.config_path.write_text(json.dumps(
+            {"route": {"receiver": "none", "group_wait": "1s"}, "receivers": [{"name": "none"}]}))
+        self.process = Process(
+            "alertmanager",
+            [binary("prometheus-alertmanager"), f"--config.file={self.config_path}",
+             f"--storage.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
+             "--cluster.listen-address="],
+            workdir / "alertmanager.log",
+            lambda: http_status(f"{self.url}/-/ready") == 200,
+        )
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()

@@ -1,0 +1,132 @@
+"""The harness's fixtures start real services that do what the other integration tests rely on."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+
+import docker.errors
+import pytest
+import requests
+
+from tests.integration.harness import (
+    Alertmanager,
+    DockerEngine,
+    ImageTransferError,
+    NetnsHost,
+    OpenBaoDev,
+    OpenBaoRaft,
+    RegistryServer,
+    import_tiny_image,
+    pull_image,
+    push_image,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_openbao_dev_server_stores_and_returns_kv_v2_secrets(openbao: OpenBaoDev) -> None:
+    """A secret written to KV v2 at secret/ reads back with its version."""
+    kv = openbao.client().secrets.kv.v2
+    kv.create_or_update_secret(path="harness/kv", secret={"username": "u", "password": "p"}, mount_point="secret")
+    read = kv.read_secret_version(path="harness/kv", mount_point="secret", raise_on_deleted_version=True)
+    assert read["data"]["data"] == {"username": "u", "password": "p"}
+    assert read["data"]["metadata"]["version"] >= 1
+
+
+def test_openbao_raft_server_keeps_data_across_restart(
+    openbao_raft_factory: Callable[[], OpenBaoRaft],
+) -> None:
+    """A raft server stopped and started again is unsealed and still has the secret written before."""
+    server = openbao_raft_factory()
+    server.client().secrets.kv.v2.create_or_update_secret(path="keep", secret={"v": "1"}, mount_point="secret")
+    server.stop()
+    server.start()
+    read = server.client().secrets.kv.v2.read_secret_version(
+        path="keep", mount_point="secret", raise_on_deleted_version=True)
+    assert read["data"]["data"] == {"v": "1"}
+
+
+def test_dockerd_runs_the_tiny_image_without_network(dockerd: DockerEngine, tiny_image: str) -> None:
+    """The private engine answers /_ping and runs `busybox true` from tiny:1 with network none."""
+    client = dockerd.client()
+    try:
+        assert client.ping()
+        output = client.containers.run(tiny_image, ["busybox", "echo", "hello"], network_mode="none",
+                                       remove=True)
+        assert output.strip() == b"hello"
+        client.containers.run(tiny_image, ["busybox", "true"], network_mode="none", remove=True)
+        with pytest.raises(docker.errors.ContainerError):
+            client.containers.run(tiny_image, ["busybox", "false"], network_mode="none", remove=True)
+    finally:
+        client.close()
+
+
+def test_dockerd_restart_keeps_images(dockerd_factory: Callable[..., DockerEngine]) -> None:
+    """A factory engine restarted with `.restart()` answers again and keeps its images."""
+    engine = dockerd_factory(debug=True)
+    client = engine.client()
+    import_tiny_image(client, "tiny:restart")
+    client.close()
+    engine.restart()
+    client = engine.client()
+    try:
+        assert client.images.get("tiny:restart")
+    finally:
+        client.close()
+
+
+def test_registry_push_and_pull_need_the_right_password(
+    dockerd: DockerEngine, tiny_image: str, registry: RegistryServer,
+) -> None:
+    """Push and pull through the htpasswd registry succeed with the right password, fail with a wrong one."""
+    client = dockerd.client()
+    wrong = {"username": registry.username, "password": "wrong-" + registry.password}
+    try:
+        with pytest.raises(ImageTransferError, match="unauthorized"):
+            push_image(client, registry.host_port, "harness/denied", "1", auth=wrong, source=tiny_image)
+        ref = push_image(client, registry.host_port, "harness/tiny", "1", auth=registry.auth_config,
+                         source=tiny_image)
+        client.images.remove(ref)
+        with pytest.raises(ImageTransferError, match="unauthorized"):
+            pull_image(client, ref, auth=wrong)
+        pull_image(client, ref, auth=registry.auth_config)
+        assert client.images.get(ref)
+    finally:
+        client.close()
+    assert "harness/tiny" in registry.log_path.read_text()
+
+
+def test_registry_accepts_users_added_while_running(registry_factory: Callable[..., RegistryServer]) -> None:
+    """A user added with add_user() can log in to a running registry; a stranger gets 401."""
+    server = registry_factory(log_format="text")
+    server.add_user("late", "late-password")
+    assert requests.get(f"{server.url}/v2/", auth=("late", "late-password"), timeout=5).status_code == 200
+    assert requests.get(f"{server.url}/v2/", auth=("late", "nope"), timeout=5).status_code == 401
+
+
+def test_alertmanager_is_ready_and_accepts_alerts(alertmanager: Alertmanager) -> None:
+    """Alertmanager answers /-/ready and lists an alert posted to API v2."""
+    assert requests.get(f"{alertmanager.url}/-/ready", timeout=5).status_code == 200
+    posted = requests.post(f"{alertmanager.url}/api/v2/alerts", json=[{"labels": {"alertname": "HarnessTest"}}],
+                           timeout=5)
+    assert posted.status_code == 200
+    alerts = requests.get(f"{alertmanager.url}/api/v2/alerts", timeout=5).json()
+    assert [a["labels"]["alertname"] for a in alerts] == ["HarnessTest"]
+
+
+def test_registry_in_a_network_namespace_is_reachable_from_the_host(
+    netns_factory: Callable[[], NetnsHost], registry_factory: Callable[..., RegistryServer],
+) -> None:
+    """A registry started inside a test namespace answers on the namespace's own address."""
+    host = netns_factory()
+    server = registry_factory(netns=host)
+    assert server.host_port.startswith(host.ns_addr + ":")
+    assert requests.get(f"{server.url}/v2/", timeout=5).status_code == 401
+    assert host.run(["ip", "-4", "addr", "show"]).stdout.count(host.ns_addr) == 1
+
+
+def test_tool_fixtures_point_at_executables(promtool: str, systemd_analyze: str) -> None:
+    """promtool and systemd-analyze are there and run."""
+    assert subprocess.run([promtool, "--version"], capture_output=True, check=True).returncode == 0
+    assert subprocess.run([systemd_analyze, "--version"], capture_output=True, check=True).returncode == 0
