@@ -65,6 +65,27 @@ class LazyGroup(click.Group):
             return command
         return super().get_command(ctx, name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List commands without importing the lazy ones (their one-line help is in LAZY_HELP)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy:
+                rows.append((name, LAZY_HELP.get(name, "")))
+            elif (command := super().get_command(ctx, name)) is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+# one-line help of each lazy command, shown by --help without importing it
+LAZY_HELP: dict[str, str] = {
+    "alerts": "Test sinks, list and silence alerts.",
+    "audit": "Verify, tail and query the audit trail.",
+    "probe": "Probe registries once and print the verdicts.",
+    "rotate": "Ask the running daemon to rotate a credential now.",
+    "demo": "Run a self-contained sandbox and watch regwarden work.",
+}
 
 # name -> "module:attribute"; each domain adds its command here
 LAZY_COMMANDS: dict[str, str] = {

@@ -184,3 +184,13 @@ def test_run_refuses_bad_config_with_the_same_messages(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "sources.registry_notifications.token_file: secret file" in result.stderr
     assert "s3cr3t" not in result.stderr + result.stdout
+
+
+def test_help_imports_no_subcommand_module() -> None:
+    """`regwarden --help` lists every command without importing the lazy ones (keeps it fast)."""
+    code = ("import sys; from click.testing import CliRunner; from regwarden.cli import main, LAZY_COMMANDS;"
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output;"
+            "mods = {m.split(':')[0] for m in LAZY_COMMANDS.values()};"
+            "print(sorted(m for m in mods if m in sys.modules)); print(all(n in r.output for n in LAZY_COMMANDS))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split("\n")[:2] == ["[]", "True"], result.stderr
