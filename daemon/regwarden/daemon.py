@@ -42,6 +42,10 @@ def build_components(cfg: Config) -> list[Component]:
     """The components a config asks for, in start order (sinks and the audit writer before sources)."""
     components: list[Component] = []
     components.append(DependencyChecker())
+    if cfg.registries:
+        from .probe.component import ProbeComponent
+
+        components.append(ProbeComponent())
     return components
 
 

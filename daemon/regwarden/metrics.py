@@ -98,6 +98,28 @@ class Metrics:
                                      ["registry"], registry=r)
         self.probe_auth_success = Gauge("regwarden_probe_auth_success", "1 if the configured credential worked.",
                                         ["registry"], registry=r)
+        self.probe_tls_version = Gauge("regwarden_probe_tls_version_info", "TLS version of the last probe (1).",
+                                       ["registry", "version"], registry=r)
+        self.probe_failed_phase = Gauge("regwarden_probe_failed_phase",
+                                        "1 for the phase the last probe failed in, 0 for the others.",
+                                        ["registry", "phase"], registry=r)
+        self.probe_realm_ssl_expiry = Gauge("regwarden_probe_token_realm_ssl_earliest_cert_expiry",
+                                            "Unix time of the earliest certificate expiry in the token realm's chain.",
+                                            ["registry"], registry=r)
+        self.probe_http_ssl = Gauge("regwarden_probe_http_ssl", "1 if the registry is reached over TLS.",
+                                    ["registry"], registry=r)
+        self.probe_interval = Gauge("regwarden_probe_interval_seconds",
+                                    "Current probe interval (shorter while failing).", ["registry"], registry=r)
+        self.probes = Counter("regwarden_probes_total", "Probes run, by verdict.", ["registry", "verdict"],
+                              registry=r)
+        self.engine_audit_success = Gauge("regwarden_engine_audit_success",
+                                          "1 if the last audit of the engine's registry config ran.", registry=r)
+        self.engine_audit_findings = Gauge("regwarden_engine_audit_findings",
+                                           "Findings of the last engine registry-config audit, by kind.", ["kind"],
+                                           registry=r)
+        self.engine_registry_config_changes = Counter(
+            "regwarden_engine_registry_config_changes_total", "Changes of the engine's registry config seen.",
+            registry=r)
 
         # -- alerting
         self.alerts_active = Gauge("regwarden_alerts_active", "Alerts currently firing.", ["severity"], registry=r)

@@ -1,0 +1,97 @@
+"""`regwarden probe [REGISTRY...]`: probe registries from the config once and print what was found.
+
+Exit status 0 when every verdict is `up`, 1 otherwise, 2 for a bad config or an unknown registry.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..cli import config_option, echo_json, json_option, load_or_exit
+
+__all__ = ["probe_command", "result_row"]
+
+
+@click.command("probe")
+@config_option
+@json_option
+@click.argument("registries", nargs=-1)
+def probe_command(config_path: Path, as_json: bool, registries: tuple[str, ...]) -> None:
+    """Probe REGISTRIES (default: every [[registries]] entry) once: DNS, TCP, TLS, /v2/, auth."""
+    from .lookup import docker_config_lookup
+    from .model import assess
+    from .prober import ProbeTarget, probe
+
+    cfg = load_or_exit(config_path, host_checks=False)
+    known = {reg.name: reg for reg in cfg.registries}
+    unknown = [name for name in registries if name not in known]
+    if unknown:
+        click.echo(f"unknown registry: {', '.join(unknown)} (configured: {', '.join(known) or 'none'})", err=True)
+        sys.exit(2)
+    chosen = [known[name] for name in registries] if registries else list(known.values())
+    if not chosen:
+        click.echo("no [[registries]] in the config", err=True)
+        sys.exit(2)
+    lookup = docker_config_lookup(cfg)
+    warning = cfg.detectors.tls_expiry_warning.total_seconds()
+
+    def run(reg: Any) -> dict[str, Any]:
+        credential = lookup(reg.credential) if reg.credential else None
+        result = probe(ProbeTarget.from_config(reg), credential)
+        return result_row(result, assess(result, expect_auth=reg.expect_auth, tls_warning_seconds=warning,
+                                         now=time.time()))
+
+    with ThreadPoolExecutor(max_workers=min(16, len(chosen))) as pool:
+        rows = list(pool.map(run, chosen))
+    if as_json:
+        echo_json(rows)
+    else:
+        click.echo(_table(rows))
+    sys.exit(0 if all(row["verdict"] == "up" for row in rows) else 1)
+
+
+def result_row(result: Any, assessment: Any) -> dict[str, Any]:
+    """One registry's line: the fields of the table (and of `--json`)."""
+    days = assessment.tls_days_left
+    return {
+        "registry": result.registry,
+        "url": result.url,
+        "verdict": assessment.verdict,
+        "failed_phase": result.failed_phase,
+        "reason": result.reason or None,
+        "phases_ms": {phase: round(seconds * 1000, 2) for phase, seconds in result.phases.items()},
+        "http_status": result.http_status,
+        "tls_version": result.tls_version,
+        "tls_days_left": None if days is None else round(days, 1),
+        "anonymous": result.anonymous,
+        "auth": None if result.auth_ok is None else ("ok" if result.auth_ok else "failed"),
+        "findings": sorted(assessment.findings),
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    header = ["REGISTRY", "VERDICT", "PHASE", "REASON", "DNS", "CONNECT", "TLS", "HTTP", "AUTH", "MS TOTAL",
+              "TLS DAYS", "ANON", "AUTH OK"]
+    lines = [header]
+    for row in rows:
+        ms = row["phases_ms"]
+        lines.append([
+            row["registry"], row["verdict"], row["failed_phase"] or "-", row["reason"] or "-",
+            *(f"{ms[p]:.1f}" if p in ms else "-" for p in ("dns", "connect", "tls", "http", "auth")),
+            f"{sum(ms.values()):.1f}",
+            "-" if row["tls_days_left"] is None else f"{row['tls_days_left']:.1f}",
+            _yes_no(row["anonymous"]), row["auth"] or "-",
+        ])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
+
+
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else ("yes" if value else "no")
