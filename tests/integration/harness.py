@@ -267,7 +267,7 @@ class OpenBaoRaft:
         self.unseal_key = ""
         config = workdir / "openbao.hcl"
         config.write_text(
-            f'storage "raft" {{\n  path = "{workdir / "raft"}"\n  node_id = "n1"\n}}\n'
+            f'storage "raft" {{\n  path = "{workdir / "raft"}"\n  node_id = "n1"\n  performance_multiplier = 1\n}}\n'
             f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
             f'  cluster_address = "127.0.0.1:{cluster_port}"\n  tls_disable = true\n}}\n'
             f'api_addr = "{self.address}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
