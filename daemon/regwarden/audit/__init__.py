@@ -1,0 +1,1 @@
+"""The tamper-evident audit trail: parsers into Events, the hash-chained writer, detectors, CLI."""

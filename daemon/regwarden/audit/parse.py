@@ -1,0 +1,543 @@
+"""Pure parse functions: registry log lines, registry notification envelopes and Docker engine events
+into `Event`s (DESIGN.md, "Audit trail"). No I/O, no clock except `observed` defaulting to now.
+
+Kinds (the vocabulary every source shares; README "Audit trail" lists it for users):
+
+registry operations (access lines, notifications), by the distribution v2 API route:
+  image.pull      GET/HEAD  /v2/<repo>/manifests/<ref>     (notification: pull of a manifest)
+  image.push      PUT       /v2/<repo>/manifests/<ref>     (notification: push of a manifest)
+  image.delete    DELETE    /v2/<repo>/manifests/<ref>     (notification: delete)
+  blob.pull       GET/HEAD  /v2/<repo>/blobs/<digest>      (notification: pull of a blob)
+  blob.push       PUT       /v2/<repo>/blobs/uploads/<id>  (notification: push of a blob)
+  blob.mount      POST      /v2/<repo>/blobs/uploads/?mount=<digest>  (notification: mount)
+  blob.upload     POST/PATCH/GET/DELETE on an upload session
+  blob.delete     DELETE    /v2/<repo>/blobs/<digest>
+  tags.list       GET       /v2/<repo>/tags/list
+  catalog.list    GET       /v2/_catalog
+  registry.ping   GET/HEAD  /v2/
+  registry.request          any other request line
+  registry.notification     a notification whose action regwarden does not know
+A failed request keeps its operation kind with `outcome: failure` and its HTTP `status` (a 401 on
+`PUT .../manifests/3` is an `image.push` that failed with 401: a denied push).
+
+registry application records (JSON or logfmt):
+  auth.failure    `error authenticating user "NAME": ...`: a client presented wrong credentials
+  auth.challenge  `error authorizing context: ...`: the registry answered with a challenge (no or
+                  bad credentials; every Docker client gets one before it logs in)
+  registry.log    any other record (level, msg and request id kept)
+  registry.unparsed  a line that is none of the above, kept verbatim (bounded) with the reason
+
+Docker engine: `<Type>.<Action>` with the action's argument cut off (`exec_start: sh -c x` becomes
+`container.exec_start`, the argument goes to detail): image.pull, image.push, image.tag, image.untag,
+image.delete, container.create, container.start, container.die, container.exec_start,
+volume.create, network.connect, ...
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from ..events import Actor, Event, Target, utcnow
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "NOTIFICATION_MEDIA_TYPE",
+    "RAW_KEEP_BYTES",
+    "UNPARSED",
+    "classify_route",
+    "map_docker_event",
+    "parse_image_reference",
+    "parse_notification_envelope",
+    "parse_registry_line",
+]
+
+NOTIFICATION_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+UNPARSED = "registry.unparsed"
+MAX_LINE_BYTES = 64 * 1024  # a longer line is not parsed (a log line is never that long)
+RAW_KEEP_BYTES = 4096  # how much of an unparsed line the audit record keeps
+
+Outcome = Literal["success", "failure", "unknown"]
+
+# --------------------------------------------------------------------------- routes
+
+
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
+_ROUTE = re.compile(
+    r"^/v2/(?P<name>.+?)/(?:(?P<manifests>manifests)/(?P<ref>[^/]+)|(?P<tags>tags)/list"
+    r"|blobs/(?P<uploads>uploads)/(?P<upload>[^/]*)|(?P<blobs>blobs)/(?P<digest>[^/]+))$")
+_MANIFEST_KINDS = {"GET": "image.pull", "HEAD": "image.pull", "PUT": "image.push", "DELETE": "image.delete"}
+_BLOB_KINDS = {"GET": "blob.pull", "HEAD": "blob.pull", "DELETE": "blob.delete"}
+
+
+def classify_route(method: str, uri: str) -> tuple[str, str | None, str | None, str | None]:
+    """`(kind, repository, tag, digest)` of a registry API request (see the module doc for kinds)."""
+    path, _, query = uri.partition("?")
+    if path in ("/v2/", "/v2"):
+        return "registry.ping", None, None, None
+    if path == "/v2/_catalog":
+        return "catalog.list", None, None, None
+    match = _ROUTE.match(path)
+    if match is None:
+        return "registry.request", None, None, None
+    name = match["name"]
+    if match["manifests"]:
+        ref = match["ref"]
+        tag, digest = (None, ref) if _DIGEST.match(ref) else (ref, None)
+        return _MANIFEST_KINDS.get(method, "registry.request"), name, tag, digest
+    if match["tags"]:
+        return "tags.list", name, None, None
+    if match["uploads"]:
+        params = _query(query)
+        if method == "POST" and "mount" in params:
+            return "blob.mount", name, None, params["mount"]
+        if method == "PUT":
+            return "blob.push", name, None, params.get("digest")
+        return "blob.upload", name, None, None
+    return _BLOB_KINDS.get(method, "registry.request"), name, None, match["digest"]
+
+
+def _query(query: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(query, keep_blank_values=True))
+
+
+def _outcome(status: int | None) -> Outcome:
+    if status is None:
+        return "unknown"
+    return "success" if status < 400 else "failure"
+
+
+# --------------------------------------------------------------------------- registry log lines
+
+
+def parse_registry_line(line: bytes, *, registry: str, host: str, observed: datetime | None = None) -> Event:
+    """One line of distribution's log stream (JSON record, logfmt record or combined access line).
+
+    Never raises: a line that is none of these becomes a `registry.unparsed` Event keeping the first
+    `RAW_KEEP_BYTES` of the line (`detail.raw`, or `detail.raw_b64` when it is not UTF-8) and why.
+    """
+    seen = observed if observed is not None else utcnow()
+    try:
+        return _parse_line(line, registry, host, seen)
+    except Exception as exc:  # the contract: never raise, keep the line
+        return _unparsed(line, registry, host, seen, f"parser error: {type(exc).__name__}: {exc}")
+
+
+def _parse_line(line: bytes, registry: str, host: str, seen: datetime) -> Event:
+    if len(line) > MAX_LINE_BYTES:
+        return _unparsed(line, registry, host, seen, f"line too long ({len(line)} bytes > {MAX_LINE_BYTES})")
+    stripped = line.rstrip(b"\r\n")
+    try:
+        text = stripped.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _unparsed(line, registry, host, seen, f"invalid UTF-8 at byte {exc.start}")
+    if not text.strip():
+        return _unparsed(line, registry, host, seen, "empty line")
+    if text.startswith("{"):
+        try:
+            fields = json.loads(text)
+        except ValueError as exc:
+            return _unparsed(line, registry, host, seen, f"invalid JSON: {exc}")
+        if not isinstance(fields, dict):
+            return _unparsed(line, registry, host, seen, "JSON value is not an object")
+        return _app_record(fields, "json", registry, host, seen)
+    if not text.startswith("time="):
+        access = _access_line(text, registry, host, seen)
+        if access is not None:
+            return access
+        if " level=" not in text:
+            return _unparsed(line, registry, host, seen, "not a JSON, logfmt or access log line")
+    fields = _logfmt(text)
+    if fields is None or "msg" not in fields:
+        return _unparsed(line, registry, host, seen, "invalid logfmt record")
+    return _app_record(fields, "logfmt", registry, host, seen)
+
+
+def _unparsed(line: bytes, registry: str, host: str, seen: datetime, reason: str) -> Event:
+    kept = line[:RAW_KEEP_BYTES]
+    detail: dict[str, Any] = {"reason": reason, "length": len(line), "truncated": len(line) > len(kept)}
+    try:
+        detail["raw"] = kept.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start >= len(kept) - 3 and len(line) > len(kept):  # the cut split a character
+            detail["raw"] = kept[: exc.start].decode("utf-8")
+        else:
+            detail["raw_b64"] = base64.b64encode(kept).decode("ascii")
+    return Event(source="registry-log", kind=UNPARSED, time=seen, observed=seen, host=host,
+                 target=Target(registry=registry), detail=detail)
+
+
+# -- application records (logrus JSON and text formatters carry the same keys)
+
+_AUTH_FAILURE = re.compile(r'^error authenticating user "(?P<user>(?:[^"\\]|\\.)*)"')
+_AUTHORIZING = "error authorizing context"
+# keys mapped onto the record's own fields, or noise not worth keeping in every record
+_MAPPED = frozenset({
+    "time", "level", "msg", "go.version", "http.request.id", "http.request.remoteaddr",
+    "http.request.useragent", "http.request.method", "http.request.uri", "http.response.status",
+    "auth.user.name", "vars.name", "vars.reference", "vars.digest",
+})
+
+
+def _app_record(fields: dict[str, Any], fmt: str, registry: str, host: str, seen: datetime) -> Event:
+    msg = _str(fields.get("msg")) or ""
+    level = _str(fields.get("level"))
+    method = _str(fields.get("http.request.method"))
+    uri = _str(fields.get("http.request.uri"))
+    status = _int(fields.get("http.response.status"))
+    user = _str(fields.get("auth.user.name"))
+    repository = _str(fields.get("vars.name"))
+    tag = digest = None
+    reference = _str(fields.get("vars.reference"))
+    if reference is not None:
+        tag, digest = (None, reference) if _DIGEST.match(reference) else (reference, None)
+    digest = _str(fields.get("vars.digest")) or digest
+    if repository is None and method and uri:
+        _, repository, tag, route_digest = classify_route(method, uri)
+        digest = digest or route_digest
+
+    kind = "registry.log"
+    outcome: Outcome = _outcome(status)
+    detail: dict[str, Any] = {"format": fmt, "level": level, "msg": msg}
+    auth = _AUTH_FAILURE.match(msg)
+    if auth is not None:
+        kind, outcome = "auth.failure", "failure"
+        user = user or auth["user"].replace('\\"', '"')
+    elif msg.startswith(_AUTHORIZING):
+        kind, outcome = "auth.challenge", "failure"
+        detail["reason"] = msg.rpartition(": ")[2]
+    if method is not None:
+        detail["method"] = method
+    if uri is not None:
+        detail["uri"] = uri
+    extra = {k: v for k, v in fields.items() if k not in _MAPPED}
+    if extra:
+        detail["fields"] = extra
+    when = _time(fields.get("time"))
+    if when is None:
+        when = seen
+        if "time" in fields:
+            detail["time_raw"] = str(fields["time"])[:64]
+    return Event(
+        source="registry-log", kind=kind, time=when, observed=seen, host=host,
+        actor=Actor(user=user, addr=_str(fields.get("http.request.remoteaddr")),
+                    agent=_str(fields.get("http.request.useragent"))),
+        target=Target(registry=registry, repository=repository, tag=tag, digest=digest),
+        outcome=outcome, status=status, request_id=_str(fields.get("http.request.id")), detail=detail)
+
+
+_LOGFMT_PAIR = re.compile(r'\s*([^\s=]+)=(?:"((?:[^"\\]|\\.)*)"|([^\s"]*))(?=\s|$)')
+
+
+def _logfmt(text: str) -> dict[str, Any] | None:
+    """logrus' text formatter: `key=value` or `key="quoted \\"value\\""`; None if it is not that."""
+    fields: dict[str, Any] = {}
+    pos = 0
+    end = len(text.rstrip())
+    while pos < end:
+        match = _LOGFMT_PAIR.match(text, pos)
+        if match is None:
+            return None
+        key, quoted, bare = match.groups()
+        fields[key] = _go_unquote(quoted) if quoted is not None else bare
+        pos = match.end()
+    return fields
+
+
+_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8}|[abfnrtv\\\"'])")
+_SIMPLE_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+                   "\\": "\\", '"': '"', "'": "'"}
+
+
+def _go_unquote(value: str) -> str:
+    """Undo Go's strconv.Quote (as used by logrus and gorilla's access log) on a quoted body.
+
+    Go writes an invalid UTF-8 byte as `\\xNN`; it becomes U+FFFD (the line was not valid text)."""
+    if "\\" not in value:
+        return value
+    return _GO_ESCAPE.sub(_go_escape, value)
+
+
+def _go_escape(match: re.Match[str]) -> str:
+    code = match[1]
+    if code[0] == "x":
+        byte = int(code[1:], 16)
+        return chr(byte) if byte < 0x80 else "\ufffd"
+    if code[0] in "uU":
+        point = int(code[1:], 16)
+        return chr(point) if point <= 0x10FFFF and not 0xD800 <= point <= 0xDFFF else "\ufffd"
+    return _SIMPLE_ESCAPES[code]
+
+
+# -- combined access lines (gorilla/handlers)
+
+_ACCESS = re.compile(
+    r'^(?P<addr>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] '
+    r'"(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<size>\d+|-)'
+    r'(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)")?$')
+_ACCESS_TIME = "%d/%b/%Y:%H:%M:%S %z"
+
+
+def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event | None:
+    match = _ACCESS.match(text)
+    if match is None:
+        return None
+    try:
+        when = datetime.strptime(match["time"], _ACCESS_TIME).astimezone(UTC)
+    except ValueError:
+        return None
+    request = _go_unquote(match["request"])
+    method, _, rest = request.partition(" ")
+    uri, _, proto = rest.rpartition(" ") if " " in rest else (rest, "", "")
+    kind, repository, tag, digest = classify_route(method, uri)
+    status = int(match["status"])
+    detail: dict[str, Any] = {"format": "access", "method": method, "uri": uri, "proto": proto,
+                              "bytes": 0 if match["size"] == "-" else int(match["size"])}
+    referer = _go_unquote(match["referer"] or "")
+    if referer:
+        detail["referer"] = referer
+    user = match["user"]
+    return Event(
+        source="registry-log", kind=kind, time=when, observed=seen, host=host,
+        actor=Actor(user=None if user == "-" else user, addr=match["addr"],
+                    agent=_go_unquote(match["agent"]) if match["agent"] else None),
+        target=Target(registry=registry, repository=repository, tag=tag, digest=digest),
+        outcome=_outcome(status), status=status, detail=detail)
+
+
+# -- small value helpers
+
+
+def _str(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _time(value: Any) -> datetime | None:
+    """RFC 3339 with up to nanoseconds (Go's time format); None if it is not one."""
+    if not isinstance(value, str) or len(value) < 20:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------- notifications
+
+
+_MANIFEST_MEDIA = ("application/vnd.docker.distribution.manifest.", "application/vnd.oci.image.manifest.",
+                   "application/vnd.oci.image.index.", "application/vnd.docker.container.image.v1+json")
+_NOTIFY_KINDS = {
+    ("pull", "manifest"): "image.pull", ("push", "manifest"): "image.push",
+    ("delete", "manifest"): "image.delete", ("pull", "blob"): "blob.pull", ("push", "blob"): "blob.push",
+    ("delete", "blob"): "blob.delete", ("mount", "blob"): "blob.mount", ("mount", "manifest"): "blob.mount",
+}
+
+
+def parse_notification_envelope(body: bytes, *, host: str, observed: datetime | None = None) -> list[Event]:
+    """distribution's notification envelope `{"events": [...]}` into Events.
+
+    Raises ValueError naming the first thing wrong (the receiver answers 400 with it). `id` is the
+    notification event id (for dedup); `target.registry` is the registry's address as the client used
+    it (`request.host`).
+    """
+    seen = observed if observed is not None else utcnow()
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"body is not JSON: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise ValueError(f"body must be a JSON object, got {type(envelope).__name__}")
+    events = envelope.get("events")
+    if not isinstance(events, list):
+        raise ValueError("body.events: expected a list of events")
+    return [_notification(item, f"events[{i}]", host, seen) for i, item in enumerate(events)]
+
+
+def _notification(item: Any, where: str, host: str, seen: datetime) -> Event:
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: expected an object, got {type(item).__name__}")
+    event_id = _required_str(item, "id", where)
+    action = _required_str(item, "action", where)
+    stamp = _required_str(item, "timestamp", where)
+    when = _time(stamp)
+    if when is None:
+        raise ValueError(f"{where}.timestamp: not an RFC 3339 time: {stamp[:64]!r}")
+    target = _object(item, "target", where, required=True)
+    request = _object(item, "request", where)
+    actor = _object(item, "actor", where)
+    source = _object(item, "source", where)
+    repository = _required_str(target, "repository", f"{where}.target")
+    tag = _optional_str(target, "tag", f"{where}.target")
+    digest = _optional_str(target, "digest", f"{where}.target")
+    media_type = _optional_str(target, "mediaType", f"{where}.target")
+    url = _optional_str(target, "url", f"{where}.target") or ""
+    is_blob = "/blobs/" in url or (media_type is not None and not media_type.startswith(_MANIFEST_MEDIA)
+                                   and tag is None and "/manifests/" not in url)
+    kind = _NOTIFY_KINDS.get((action, "blob" if is_blob else "manifest"), "registry.notification")
+    detail: dict[str, Any] = {"action": action}
+    if media_type is not None:
+        detail["media_type"] = media_type
+    size = target.get("size")
+    if isinstance(size, int) and not isinstance(size, bool):
+        detail["size"] = size
+    method = _optional_str(request, "method", f"{where}.request")
+    if method is not None:
+        detail["method"] = method
+    instance = _optional_str(source, "instanceID", f"{where}.source")
+    if instance is not None:
+        detail["instance_id"] = instance
+    return Event(
+        source="registry-notify", kind=kind, time=when, observed=seen, host=host,
+        actor=Actor(user=_optional_str(actor, "name", f"{where}.actor"),
+                    addr=_optional_str(request, "addr", f"{where}.request"),
+                    agent=_optional_str(request, "useragent", f"{where}.request")),
+        target=Target(registry=_optional_str(request, "host", f"{where}.request"), repository=repository,
+                      tag=tag, digest=digest),
+        outcome="success", request_id=_optional_str(request, "id", f"{where}.request"), id=event_id,
+        detail=detail)
+
+
+def _object(item: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> dict[str, Any]:
+    value = item.get(key)
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}.{key}: expected an object")
+    return value
+
+
+def _required_str(item: Mapping[str, Any], key: str, where: str) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where}.{key}: expected a non-empty string")
+    return value
+
+
+def _optional_str(item: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = item.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{where}.{key}: expected a string, got {type(value).__name__}")
+    return value
+
+
+# --------------------------------------------------------------------------- docker engine events
+
+_DEFAULT_REGISTRY = "docker.io"
+
+
+def parse_image_reference(ref: str) -> tuple[str | None, str | None, str | None, str | None]:
+    """`(registry, repository, tag, digest)` of a Docker image reference as the engine reports it.
+
+    `127.0.0.1:5000/team/app:4` -> ("127.0.0.1:5000", "team/app", "4", None); `busybox` ->
+    ("docker.io", "library/busybox", None, None); an image id (`sha256:...`) -> (None, None, None, id).
+    """
+    if _DIGEST.match(ref):
+        return None, None, None, ref
+    name, _, digest = ref.partition("@")
+    slash = name.find("/")
+    colon = name.rfind(":")
+    tag = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        registry, repository = first, rest
+    else:
+        registry, repository = _DEFAULT_REGISTRY, name if "/" in name else f"library/{name}"
+    return registry, repository or None, tag or None, digest or None
+
+
+def map_docker_event(raw: dict[str, Any], *, host: str, observed: datetime | None = None) -> Event | None:
+    """One Docker Engine event (API 1.41: Type, Action, Actor{ID, Attributes}, time, timeNano).
+
+    `id` is `f"{timeNano}:{Actor.ID}:{Action}"`, stable across reconnects (dedup). Raises ValueError
+    naming what is wrong with a malformed event; returns None for an event without audit value
+    (none today: every engine event is kept).
+    """
+    seen = observed if observed is not None else utcnow()
+    if not isinstance(raw, dict):
+        raise ValueError(f"docker event: expected an object, got {type(raw).__name__}")
+    etype = raw.get("Type")
+    action = raw.get("Action")
+    actor = raw.get("Actor")
+    if not isinstance(etype, str) or not etype:
+        raise ValueError("docker event: Type: expected a non-empty string")
+    if not isinstance(action, str) or not action:
+        raise ValueError("docker event: Action: expected a non-empty string")
+    if not isinstance(actor, dict):
+        raise ValueError("docker event: Actor: expected an object")
+    actor_id = actor.get("ID")
+    if not isinstance(actor_id, str):
+        raise ValueError("docker event: Actor.ID: expected a string")
+    attributes = actor.get("Attributes") or {}
+    if not isinstance(attributes, dict) or not all(isinstance(v, str) for v in attributes.values()):
+        raise ValueError("docker event: Actor.Attributes: expected an object of strings")
+    nanos = _docker_nanos(raw)
+    try:
+        when = datetime.fromtimestamp(nanos // 1_000_000_000, UTC) + timedelta(microseconds=nanos // 1000 % 1_000_000)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"docker event: timeNano: {nanos} is out of range") from None
+
+    verb, _, argument = action.partition(":")
+    detail: dict[str, Any] = {"type": etype, "action": verb, "actor_id": actor_id}
+    if argument.strip():
+        detail["argument"] = argument.strip()
+    if attributes:
+        detail["attributes"] = dict(attributes)
+    scope = raw.get("scope")
+    if isinstance(scope, str) and scope:
+        detail["scope"] = scope
+    registry = repository = tag = digest = None
+    outcome: Outcome = "success"
+    if etype == "image":
+        ref = attributes.get("name") or actor_id
+        registry, repository, tag, digest = parse_image_reference(ref)
+        if _DIGEST.match(actor_id):
+            detail["image_id"] = actor_id
+            if digest == actor_id:
+                digest = None
+    elif etype == "container" and attributes.get("image"):
+        registry, repository, tag, digest = parse_image_reference(attributes["image"])
+        if verb in ("die", "exec_die") and attributes.get("exitCode", "0") != "0":
+            outcome = "failure"
+    return Event(
+        source="docker", kind=f"{etype}.{verb}", time=when, observed=seen, host=host,
+        target=Target(registry=registry, repository=repository, tag=tag, digest=digest),
+        outcome=outcome, id=f"{nanos}:{actor_id}:{action}", detail=detail)
+
+
+def _docker_nanos(raw: Mapping[str, Any]) -> int:
+    nanos = raw.get("timeNano")
+    if nanos is None:
+        seconds = raw.get("time")
+        if isinstance(seconds, int) and not isinstance(seconds, bool) and seconds >= 0:
+            return seconds * 1_000_000_000
+        raise ValueError("docker event: timeNano (or time): expected a non-negative integer")
+    if not isinstance(nanos, int) or isinstance(nanos, bool) or nanos < 0:
+        raise ValueError("docker event: timeNano: expected a non-negative integer")
+    return nanos
+
