@@ -46,6 +46,10 @@ def build_components(cfg: Config) -> list[Component]:
         from .probe.component import ProbeComponent
 
         components.append(ProbeComponent())
+    if cfg.docker is not None:
+        from .docker.engine_audit import EngineAudit
+
+        components.append(EngineAudit())
     return components
 
 
