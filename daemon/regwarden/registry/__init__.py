@@ -1,0 +1,1 @@
+"""Talking to registries on behalf of credentials: verifying a credential version before it is applied."""
