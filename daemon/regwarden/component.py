@@ -43,6 +43,16 @@ class Context:
     stopping: threading.Event = field(default_factory=threading.Event)
     # the local API (unix socket); components register the routes that change them
     api: LocalApi = field(default_factory=lambda: LocalApi(Path("/nonexistent/regwarden.sock")))
+    # objects components share, built once on first use (e.g. the Vault client): see `shared_instance`
+    shared: dict[str, Any] = field(default_factory=dict)
+    _shared_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def shared_instance(self, key: str, build: Callable[[], Any]) -> Any:
+        """The one object under `key`, built by `build()` the first time it is asked for."""
+        with self._shared_lock:
+            if key not in self.shared:
+                self.shared[key] = build()
+            return self.shared[key]
 
     def emit(self, event: Event) -> None:
         self.bus.publish(event)

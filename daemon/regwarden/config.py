@@ -323,7 +323,8 @@ class CredentialConfig(_Model):
 
     @property
     def rotates(self) -> bool:
-        return self.rotate_every is not None or self.rotate_cron is not None
+        """Produced by regwarden: on a schedule, or (certificates) before they expire."""
+        return self.rotate_every is not None or self.rotate_cron is not None or self.provider == "vault-pki"
 
     @property
     def mount(self) -> str:
@@ -393,6 +394,22 @@ class AlertsConfig(_Model):
     group_interval: Duration = timedelta(minutes=5)
     repeat_interval: Duration = timedelta(hours=4)
     retry_max: Duration = timedelta(minutes=5)
+    # labels whose values split alerts into notification groups (alertname is always one of them)
+    group_by: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
+        default_factory=lambda: ["alertname"])
+    send_timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("group_by")
+    @classmethod
+    def _with_alertname(cls, value: list[str]) -> list[str]:
+        return sorted({"alertname", *value})
+
+    @field_validator("send_timeout")
+    @classmethod
+    def _positive_timeout(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
 
 
 # --------------------------------------------------------------------------- [[sinks]]

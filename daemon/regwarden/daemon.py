@@ -42,6 +42,13 @@ def build_components(cfg: Config) -> list[Component]:
     """The components a config asks for, in start order (sinks and the audit writer before sources)."""
     components: list[Component] = []
     components.append(DependencyChecker())
+    if any(c.rotates for c in cfg.credentials):
+        from .rotation.component import RotationManager
+
+        components.append(RotationManager())
+    from .alerting.pipeline import AlertPipeline
+
+    components.append(AlertPipeline())
     if cfg.registries:
         from .probe.component import ProbeComponent
 
@@ -50,6 +57,10 @@ def build_components(cfg: Config) -> list[Component]:
         from .docker.engine_audit import EngineAudit
 
         components.append(EngineAudit())
+    if cfg.credentials:
+        from .credentials.component import CredentialsComponent
+
+        components.append(CredentialsComponent())
     return components
 
 

@@ -216,6 +216,26 @@ class VaultClient:
             delete_version_after=current.get("delete_version_after") or "0s"))
         return merged
 
+    # ------------------------------------------------------------------ PKI (vault-pki provider)
+
+    def pki_issue(self, mount: str, role: str, common_name: str, ttl_seconds: int) -> dict[str, Any]:
+        """Issue a certificate from a PKI role: certificate, private_key, ca_chain, serial_number, expiration."""
+        def issue(c: Any) -> dict[str, Any]:
+            data = c.secrets.pki.generate_certificate(
+                name=role, common_name=common_name, extra_params={"ttl": f"{ttl_seconds}s"},
+                mount_point=mount)["data"]
+            if not isinstance(data, dict) or "certificate" not in data or "private_key" not in data:
+                raise TypeError("no certificate in the answer")
+            redact.register(str(data["private_key"]))
+            return data
+
+        return self._call("pki_issue", f"{mount}/issue/{role}", issue)
+
+    def pki_revoke(self, mount: str, serial: str) -> None:
+        """Revoke a certificate by serial (revoking a revoked or expired one is not an error)."""
+        self._call("pki_revoke", f"{mount}/revoke {serial}",
+                   lambda c: c.secrets.pki.revoke_certificate(serial_number=serial, mount_point=mount))
+
     # ------------------------------------------------------------------ token upkeep
 
     def keep_token_fresh(self) -> None:

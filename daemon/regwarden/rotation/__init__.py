@@ -1,0 +1,1 @@
+"""Scheduled, fleet-coordinated rotation of credentials regwarden produces (DESIGN.md, "Credentials")."""
