@@ -42,9 +42,6 @@ def build_components(cfg: Config) -> list[Component]:
     """The components a config asks for, in start order (sinks and the audit writer before sources)."""
     components: list[Component] = []
     components.append(DependencyChecker())
-    from .alerting.pipeline import AlertPipeline
-
-    components.append(AlertPipeline())
     if any(c.rotates for c in cfg.credentials):
         from .rotation.component import RotationManager
 
