@@ -48,9 +48,11 @@ __all__ = [
     "Process",
     "RegistryServer",
     "RegistryTLS",
+    "TLSCertificates",
     "binary",
     "free_port",
     "import_tiny_image",
+    "make_certificates",
     "pull_image",
     "push_image",
     "require",
@@ -340,7 +342,18 @@ class DockerEngine:
         self.process.start()
 
     def stop(self) -> None:
+        """Stop dockerd. If it died hard, also clean up what its own shutdown would have (containerd, the
+        stale containerd pidfile that makes the next start hang, the data-root bind mount)."""
         self.process.stop()
+        pidfile = self.workdir / "exec" / "containerd" / "containerd.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            if str(self.workdir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes():  # not a zombie
+                os.kill(pid, signal.SIGKILL)
+        pidfile.unlink(missing_ok=True)
+        data_root = str(self.workdir / "data")
+        if any(line.split()[4] == data_root for line in Path("/proc/self/mountinfo").read_text().splitlines()):
+            subprocess.run(["umount", data_root], check=False, capture_output=True)
 
     def restart(self) -> None:
         self.stop()
@@ -481,6 +494,60 @@ class RegistryTLS:
     certificate: Path
     key: Path
     clientcas: Sequence[Path] = ()
+
+
+@dataclass(frozen=True)
+class TLSCertificates:
+    """PEM files of a throw-away CA, a server certificate for one IP and a client certificate."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    def registry_tls(self, client_certs: bool = True) -> RegistryTLS:
+        return RegistryTLS(self.server_cert, self.server_key, (self.ca,) if client_certs else ())
+
+
+def make_certificates(workdir: Path, server_ip: str, days: int = 2) -> TLSCertificates:
+    """Write a CA, a server certificate (IP SAN `server_ip`) and a client certificate into `workdir`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(name: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+              extensions: Sequence[tuple[x509.ExtensionType, bool]]) -> tuple[x509.Name, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        issuer_name, issuer_key = issuer or (subject, key)
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=days)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical)
+        cert = builder.sign(issuer_key, hashes.SHA256())
+        (workdir / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path = workdir / f"{name}.key"
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        key_path.chmod(0o600)
+        return subject, key
+
+    ca = issue("ca", None, [(x509.BasicConstraints(ca=True, path_length=None), True)])
+    leaf = [(x509.BasicConstraints(ca=False, path_length=None), True)]
+    issue("server", ca, [*leaf, (x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(server_ip))]),
+                                 False), (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)])
+    issue("client", ca, [*leaf, (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)])
+    return TLSCertificates(workdir / "ca.pem", workdir / "server.pem", workdir / "server.key",
+                            workdir / "client.pem", workdir / "client.key")
 
 
 class RegistryServer:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import queue
 import subprocess
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import docker.errors
 import pytest
@@ -17,7 +22,9 @@ from tests.integration.harness import (
     OpenBaoDev,
     OpenBaoRaft,
     RegistryServer,
+    free_port,
     import_tiny_image,
+    make_certificates,
     pull_image,
     push_image,
 )
@@ -124,6 +131,64 @@ def test_registry_in_a_network_namespace_is_reachable_from_the_host(
     assert server.host_port.startswith(host.ns_addr + ":")
     assert requests.get(f"{server.url}/v2/", timeout=5).status_code == 401
     assert host.run(["ip", "-4", "addr", "show"]).stdout.count(host.ns_addr) == 1
+
+
+def test_tls_registry_in_a_namespace_requires_a_client_certificate(
+    tmp_path: Path, netns_factory: Callable[[], NetnsHost], registry_factory: Callable[..., RegistryServer],
+) -> None:
+    """A TLS registry with clientcas completes the handshake only for a client certificate from that CA."""
+    host = netns_factory()
+    certs = make_certificates(tmp_path / "pki", host.ns_addr)
+    server = registry_factory(auth=False, tls=certs.registry_tls(client_certs=True), netns=host)
+    assert server.url.startswith("https://")
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"{server.url}/v2/", verify=str(certs.ca), timeout=5)
+    answer = requests.get(f"{server.url}/v2/", verify=str(certs.ca), cert=(str(certs.client_cert),
+                          str(certs.client_key)), timeout=5)
+    assert answer.status_code == 200
+
+
+@pytest.fixture
+def notification_inbox() -> Iterator[tuple[str, queue.Queue[tuple[dict[str, str], dict[str, object]]]]]:
+    """A local HTTP endpoint collecting (headers, envelope) of every POST."""
+    inbox: queue.Queue[tuple[dict[str, str], dict[str, object]]] = queue.Queue()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            inbox.put((dict(self.headers), json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1/registry-events", inbox
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_registry_notifies_pushes_with_the_bearer_token(
+    dockerd: DockerEngine, tiny_image: str, registry_factory: Callable[..., RegistryServer],
+    notification_inbox: tuple[str, queue.Queue[tuple[dict[str, str], dict[str, object]]]],
+) -> None:
+    """A push is announced to the notifications endpoint with the configured Authorization header."""
+    url, inbox = notification_inbox
+    server = registry_factory(notifications_url=url, notifications_token="t0ken")
+    client = dockerd.client()
+    try:
+        push_image(client, server.host_port, "harness/notified", "1", auth=server.auth_config, source=tiny_image)
+    finally:
+        client.close()
+    headers, envelope = inbox.get(timeout=30)
+    assert headers["Authorization"] == "Bearer t0ken"
+    assert isinstance(envelope["events"], list)
+    assert {event["actor"]["name"] for event in envelope["events"]} == {server.username}
 
 
 def test_tool_fixtures_point_at_executables(promtool: str, systemd_analyze: str) -> None:
