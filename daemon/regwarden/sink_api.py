@@ -6,24 +6,29 @@ Retries, deduplication, grouping and pacing belong to the core, not to sinks.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
-from .config import read_secret
-from .errors import SinkMisconfigured
+from .config import Duration, read_secret
+from .errors import ConfigError, SinkMisconfigured
 
 __all__ = [
     "Alert",
     "Delivery",
+    "Duration",
     "Notification",
     "Sink",
     "SinkMisconfigured",
     "SinkOptions",
     "classify_http_status",
     "read_secret",
+    "read_secret_option",
 ]
 
 
@@ -120,3 +125,30 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def read_secret_option(option: str, file: Path | str | None = None, env: str | None = None) -> str:
+    """The secret behind a sink's `<option>_file` or `<option>_env`, registered for redaction.
+
+    A file must be a regular file that only its owner can read (0600). Raises SinkMisconfigured naming
+    the option and the file or variable, never the value.
+    """
+    if file is not None:
+        path = Path(file)
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise SinkMisconfigured(f"{option}_file {path}: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            raise SinkMisconfigured(f"{option}_file {path} is not a regular file")
+        if mode & 0o077:
+            raise SinkMisconfigured(
+                f"{option}_file {path} is readable by group or others (mode {mode & 0o777:o}); chmod 600 it")
+    elif env is not None and env not in os.environ:
+        raise SinkMisconfigured(f"{option}_env: environment variable {env} is not set")
+    try:
+        value = read_secret(file=file, env=env)
+    except ConfigError as exc:
+        where = f"{option}_file {file}" if file is not None else option
+        raise SinkMisconfigured(f"{where}: {exc.problems[0].message}") from None
+    if not value:
+        raise SinkMisconfigured(f"{option}: the secret is empty")
+    return value
