@@ -37,7 +37,6 @@ import pytest
 import requests
 
 __all__ = [
-    "CI",
     "TINY_IMAGE",
     "Alertmanager",
     "DockerEngine",
@@ -52,6 +51,7 @@ __all__ = [
     "binary",
     "free_port",
     "import_tiny_image",
+    "in_ci",
     "make_certificates",
     "pull_image",
     "push_image",
@@ -60,7 +60,6 @@ __all__ = [
     "wait_for",
 ]
 
-CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 TINY_IMAGE = "tiny:1"
 DOCKER_API_VERSION = "1.41"  # Engine 20.10 (Debian 12's docker.io); pinned so the SDK skips negotiation
 
@@ -68,11 +67,16 @@ DOCKER_API_VERSION = "1.41"  # Engine 20.10 (Debian 12's docker.io); pinned so t
 # --------------------------------------------------------------------------------------------- basics
 
 
+def in_ci() -> bool:
+    """Whether the environment says CI=true (as CI and .ci/run do)."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
 def require(what: str, ok: bool) -> None:
     """Skip the test when `what` is unavailable; with CI=true fail it instead (CI must have everything)."""
     if ok:
         return
-    if CI:
+    if in_ci():
         pytest.fail(f"{what} is not available, but CI=true requires it (.ci/run installs it)", pytrace=False)
     pytest.skip(f"{what} is not available here (install it as .ci/run does)")
 

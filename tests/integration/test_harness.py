@@ -27,9 +27,30 @@ from tests.integration.harness import (
     make_certificates,
     pull_image,
     push_image,
+    require,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("ci", ["true", "TRUE"])
+def test_require_fails_a_missing_component_when_ci_is_true(monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
+    """With CI=true a missing component fails the test (naming it) instead of skipping it."""
+    monkeypatch.setenv("CI", ci)
+    with pytest.raises(pytest.fail.Exception, match="'frobnicator'"):
+        require("'frobnicator'", False)
+
+
+@pytest.mark.parametrize("ci", [None, "", "false"])
+def test_require_skips_a_missing_component_outside_ci(monkeypatch: pytest.MonkeyPatch, ci: str | None) -> None:
+    """Without CI=true a missing component skips the test, naming it; a present one does neither."""
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    require("'frobnicator'", True)
+    with pytest.raises(pytest.skip.Exception, match="'frobnicator'"):
+        require("'frobnicator'", False)
 
 
 def test_openbao_dev_server_stores_and_returns_kv_v2_secrets(openbao: OpenBaoDev) -> None:
