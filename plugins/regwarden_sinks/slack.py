@@ -72,7 +72,9 @@ class SlackOptions(SinkOptions):
 
 class SlackSink:
     Options: ClassVar[type[SinkOptions]] = SlackOptions
-    default_pacing: ClassVar[float] = 1.0  # seconds between messages: Slack allows about one per second
+    # seconds between two messages (Slack allows about one per second); the pipeline reads `pacing`,
+    # `[[sinks]] pacing` overrides it
+    pacing: ClassVar[float] = 1.0
 
     def __init__(self, name: str, options: SinkOptions) -> None:
         assert isinstance(options, SlackOptions)

@@ -290,4 +290,4 @@ def test_missing_slack_sdk_is_a_clear_misconfiguration(tmp_path: Path, monkeypat
 
 def test_default_pacing_is_one_message_per_second() -> None:
     """The sink declares Slack's documented pace for the core to apply."""
-    assert SlackSink.default_pacing == 1.0
+    assert SlackSink.pacing == 1.0
