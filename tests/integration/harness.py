@@ -97,6 +97,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def wait_for(what: str, probe: Callable[[], bool], timeout: float, process: Process | None = None) -> None:
     """Poll `probe` (exceptions count as "not yet") until it holds; fail early if `process` died."""
     deadline = time.monotonic() + timeout
@@ -239,11 +248,13 @@ class OpenBaoDev:
 
     def __init__(self, workdir: Path) -> None:
         port = free_port()
+        while not _port_free(port + 1):  # dev mode puts its cluster listener on the next port
+            port = free_port()
         self.address = f"http://127.0.0.1:{port}"
         self.token = "root-" + secrets.token_hex(8)
         self.process = Process(
             "openbao-dev",
-            [binary("bao"), "server", "-dev", f"-dev-root-token-id={self.token}",
+            [binary("bao"), "server", "-dev", "-dev-no-store-token", f"-dev-root-token-id={self.token}",
              f"-dev-listen-address=127.0.0.1:{port}"],
             workdir / "openbao.log",
             lambda: http_status(f"{self.address}/v1/sys/health") == 200,
