@@ -42,6 +42,9 @@ def build_components(cfg: Config) -> list[Component]:
     """The components a config asks for, in start order (sinks and the audit writer before sources)."""
     components: list[Component] = []
     components.append(DependencyChecker())
+    from .audit.component import AuditTrail
+
+    components.append(AuditTrail())  # always on; HMAC key from Vault: AuditTrail(key=...) (hook)
     if any(c.rotates for c in cfg.credentials):
         from .rotation.component import RotationManager
 

@@ -6,7 +6,7 @@ Parsers are pure functions that return Events; sources put them on the bus.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -63,8 +63,8 @@ class Event:
             "source": self.source,
             "host": self.host,
             "kind": self.kind,
-            "actor": {k: v for k, v in asdict(self.actor).items() if v is not None},
-            "target": {k: v for k, v in asdict(self.target).items() if v is not None},
+            "actor": {k: v for k, v in vars(self.actor).items() if v is not None},  # not asdict: hot path
+            "target": {k: v for k, v in vars(self.target).items() if v is not None},
             "outcome": self.outcome,
             "status": self.status,
             "request_id": self.request_id,

@@ -6,6 +6,7 @@ the value of any key that names a secret, with `[REDACTED]`.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Mapping
@@ -42,9 +43,14 @@ def scrub_text(text: str) -> str:
     return pattern.sub(REDACTED, text) if pattern is not None else text
 
 
+@functools.lru_cache(maxsize=4096)
+def _names_secret(key: str) -> bool:
+    return key not in _SAFE_KEYS and _SECRET_KEY.search(key) is not None
+
+
 def scrub(value: Any, key: str = "") -> Any:
     """A copy of `value` (str, mapping, list) with secrets replaced."""
-    if key and key not in _SAFE_KEYS and _SECRET_KEY.search(key) and isinstance(value, str) and value:
+    if key and isinstance(value, str) and value and _names_secret(key):
         return REDACTED
     if isinstance(value, str):
         return scrub_text(value)

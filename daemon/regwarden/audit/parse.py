@@ -36,6 +36,7 @@ volume.create, network.connect, ...
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -284,13 +285,20 @@ _ACCESS = re.compile(
 _ACCESS_TIME = "%d/%b/%Y:%H:%M:%S %z"
 
 
+@functools.lru_cache(maxsize=256)  # access lines of the same second share their time text
+def _access_time(text: str) -> datetime | None:
+    try:
+        return datetime.strptime(text, _ACCESS_TIME).astimezone(UTC)
+    except ValueError:
+        return None
+
+
 def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event | None:
     match = _ACCESS.match(text)
     if match is None:
         return None
-    try:
-        when = datetime.strptime(match["time"], _ACCESS_TIME).astimezone(UTC)
-    except ValueError:
+    when = _access_time(match["time"])
+    if when is None:
         return None
     request = _go_unquote(match["request"])
     method, _, rest = request.partition(" ")

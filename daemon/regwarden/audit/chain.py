@@ -1,0 +1,436 @@
+"""The hash-chained audit log: `AuditWriter` appends records, `verify` checks a chain of files.
+
+Line format (one JSON object per line, ASCII only):
+
+    {"seq":N,"prev":"<hash of record N-1>",<the record's own keys, sorted>,"hash":"<hash>"}
+
+`hash` is SHA-256 (or HMAC-SHA256 with a key) in lowercase hex over the line's bytes without its
+trailing `,"hash":"..."` member, that is over the canonical JSON of the record without `hash`:
+`seq` and `prev` first, then the record's keys sorted, compact separators, non-ASCII escaped. So
+anyone can check a line with `sed 's/,"hash":"[0-9a-f]*"}$/}/' | sha256sum`. The first record of a
+chain has `prev` = 64 zeros; a rotated file's first record chains to the last one of the file before.
+
+Rotation: when a line would take the current file past `max_bytes`, `audit.jsonl` becomes
+`audit.jsonl.1` (older ones shift to `.2`, `.3`, ...; none is deleted) and a new file continues the
+chain. Durability: lines are written through a buffer flushed and fsynced by a flush thread at most
+`fsync_interval` apart; a crash loses at most that much. A torn last line (no newline) left by a
+crash is cut off when the writer starts again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from .. import redact
+from ..errors import AuditError
+
+__all__ = [
+    "GENESIS",
+    "AuditWriter",
+    "Broken",
+    "ChainHead",
+    "VerifyResult",
+    "chain_files",
+    "verify",
+]
+
+log = structlog.get_logger(__name__)
+
+GENESIS = "0" * 64
+_HASH_SUFFIX_LEN = len(',"hash":"') + 64 + len('"}')
+_RESERVED = frozenset({"seq", "prev", "hash"})
+_TAIL_WINDOW = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The last record written: the next one gets `seq + 1` and `prev = hash`."""
+
+    seq: int
+    hash: str
+
+
+def _digest(body: bytes, key: bytes | None) -> str:
+    if key is None:
+        return hashlib.sha256(body).hexdigest()
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _split(line: bytes) -> tuple[int, str, str, bytes] | None:
+    """`(seq, prev, hash, hashed bytes)` of a chain line (without newline), or None if it is not one."""
+    if not line.startswith(b'{"seq":') or len(line) < _HASH_SUFFIX_LEN + 80:
+        return None
+    cut = line.find(b',"prev":"', 7)
+    if cut < 0 or line[cut + 73: cut + 74] != b'"':
+        return None
+    suffix = line[-_HASH_SUFFIX_LEN:]
+    if not suffix.startswith(b',"hash":"') or not suffix.endswith(b'"}'):
+        return None
+    try:
+        seq = int(line[7:cut])
+        prev = line[cut + 9: cut + 73].decode("ascii")
+        stated = suffix[9:73].decode("ascii")
+    except ValueError:
+        return None
+    return seq, prev, stated, line[:-_HASH_SUFFIX_LEN] + b"}"
+
+
+def chain_files(path: Path) -> list[Path]:
+    """The audit log and its rotated files, oldest first: `path.N`, ..., `path.1`, `path`."""
+    numbered: list[tuple[int, Path]] = []
+    prefix = path.name + "."
+    if path.parent.is_dir():
+        for candidate in path.parent.iterdir():
+            suffix = candidate.name[len(prefix):]
+            if candidate.name.startswith(prefix) and suffix.isdigit():
+                numbered.append((int(suffix), candidate))
+    files = [p for _, p in sorted(numbered, reverse=True)]
+    if path.exists():
+        files.append(path)
+    return files
+
+
+# --------------------------------------------------------------------------- writer
+
+
+class AuditWriter:
+    """Appends records to the hash chain in `path`; thread-safe.
+
+    Fails fast at construction (AuditError) when the file cannot be opened or its chain cannot be
+    resumed. `key` switches the hash to HMAC-SHA256 (the key comes from Vault; see AuditTrail).
+    """
+
+    def __init__(self, path: Path, *, key: bytes | None = None, max_bytes: int = 256 * 1024 * 1024,
+                 fsync_interval: float = 0.1) -> None:
+        self.path = path
+        self._key = key
+        self._max_bytes = max_bytes
+        self._interval = fsync_interval
+        self._lock = threading.Lock()
+        self._dirty = False
+        self._closed = False
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+            self._cut_torn_tail(path)
+            self._head = self._resume()
+            self._file = self._open()
+        except OSError as exc:
+            raise AuditError(f"cannot open audit log {path}: {exc.strerror or exc}") from None
+        if fsync_interval > 0:
+            self._start_flusher()
+
+    # -- public
+
+    @property
+    def head(self) -> ChainHead:
+        with self._lock:
+            return self._head
+
+    def append(self, record: Mapping[str, Any]) -> int:
+        """Scrub secrets from `record`, chain it and write it; returns its seq."""
+        if _RESERVED.intersection(record):
+            raise ValueError(f"an audit record must not carry {sorted(_RESERVED.intersection(record))}")
+        rest = json.dumps(redact.scrub(record), sort_keys=True, separators=(",", ":"), default=str)
+        with self._lock:
+            if self._closed:
+                raise AuditError(f"audit log {self.path} is closed")
+            seq = self._head.seq + 1
+            body = f'{{"seq":{seq},"prev":"{self._head.hash}"' + ("}" if rest == "{}" else "," + rest[1:])
+            raw = body.encode("ascii")
+            digest = _digest(raw, self._key)
+            line = raw[:-1] + b',"hash":"' + digest.encode("ascii") + b'"}\n'
+            try:
+                if self._size > 0 and self._size + len(line) > self._max_bytes:
+                    self._rotate()
+                self._file.write(line)
+                self._size += len(line)
+                if self._interval <= 0:
+                    self._sync()
+                else:
+                    self._dirty = True
+            except OSError as exc:
+                raise AuditError(f"cannot write audit log {self.path}: {exc.strerror or exc}") from None
+            self._head = ChainHead(seq, digest)
+            return seq
+
+    def flush(self) -> None:
+        """Write buffered lines and fsync them now."""
+        with self._lock:
+            if not self._closed:
+                self._sync()
+
+    def write_through(self) -> None:
+        """Stop the flush thread; from now on every append is fsynced before it returns (shutdown)."""
+        self._stop_flusher()
+        with self._lock:
+            self._interval = 0
+            if not self._closed:
+                self._sync()
+
+    def resume_batching(self, fsync_interval: float) -> None:
+        """Go back to batched fsync (a component started again after `write_through`)."""
+        with self._lock:
+            self._interval = fsync_interval
+        if fsync_interval > 0 and self._flusher is None:
+            self._start_flusher()
+
+    def close(self) -> None:
+        self._stop_flusher()
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._sync()
+            finally:
+                self._closed = True
+                self._file.close()
+
+    # -- internals (call with the lock held)
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._dirty = False
+
+    def _open(self) -> IO[bytes]:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        self._size = os.fstat(fd).st_size
+        return os.fdopen(fd, "ab", buffering=256 * 1024)
+
+    def _rotate(self) -> None:
+        self._sync()
+        self._file.close()
+        rotated = [p for p in reversed(chain_files(self.path)) if p != self.path]  # newest first: .1, .2
+        for older in reversed(rotated):
+            number = int(older.name.rsplit(".", 1)[1])
+            older.rename(older.with_name(f"{self.path.name}.{number + 1}"))
+        self.path.rename(self.path.with_name(self.path.name + ".1"))
+        self._file = self._open()
+        _fsync_dir(self.path.parent)
+        log.info("audit_log_rotated", path=str(self.path), seq=self._head.seq)
+
+    def _resume(self) -> ChainHead:
+        for candidate in reversed(chain_files(self.path)):
+            head = _last_record(candidate)
+            if head is not None:
+                return head
+        return ChainHead(0, GENESIS)
+
+    @staticmethod
+    def _cut_torn_tail(path: Path) -> None:
+        """Cut an incomplete last line (a write torn by a crash: never fsynced, never acknowledged)."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == 0:
+            return
+        with path.open("rb+") as f:
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            start = max(0, size - _TAIL_WINDOW)
+            while True:
+                f.seek(start)
+                chunk = f.read(size - start)
+                newline = chunk.rfind(b"\n")
+                if newline >= 0 or start == 0:
+                    keep = start + newline + 1 if newline >= 0 else 0
+                    break
+                start = max(0, start - _TAIL_WINDOW)
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        log.warning("audit_torn_tail_cut", path=str(path), bytes=size - keep)
+
+    def _start_flusher(self) -> None:
+        self._wake.clear()
+        self._flusher = threading.Thread(target=self._flush_loop, name="audit-flush", daemon=True)
+        self._flusher.start()
+
+    def _stop_flusher(self) -> None:
+        thread, self._flusher = self._flusher, None
+        if thread is not None:
+            self._wake.set()
+            thread.join(2.0)
+
+    def _flush_loop(self) -> None:
+        while not self._wake.wait(self._interval):
+            with self._lock:
+                if self._dirty and not self._closed:
+                    try:
+                        self._sync()
+                    except OSError as exc:
+                        log.error("audit_fsync_failed", path=str(self.path), error=exc.strerror or str(exc))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _last_record(path: Path) -> ChainHead | None:
+    """The chain head of the last valid record in `path`, reading only its tail."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if size == 0:
+        return None
+    with path.open("rb") as f:
+        window = _TAIL_WINDOW
+        while True:
+            start = max(0, size - window)
+            f.seek(start)
+            lines = f.read(size - start).split(b"\n")
+            if start > 0:
+                lines = lines[1:]  # the first piece may be the end of a longer line
+            skipped = 0
+            for line in reversed(lines):
+                parts = _split(line) if line else None
+                if parts is not None:
+                    if skipped:
+                        log.error("audit_resume_skipped_invalid_lines", path=str(path), lines=skipped)
+                    return ChainHead(parts[0], parts[2])
+                skipped += bool(line)
+            if start == 0:
+                raise AuditError(f"cannot resume the audit chain: {path} holds no valid chain record")
+            window *= 4
+
+
+# --------------------------------------------------------------------------- verifier
+
+
+@dataclass(frozen=True)
+class Broken:
+    """The first record that breaks the chain: where it is and why."""
+
+    file: str
+    line: int
+    seq: int | None
+    why: str
+
+    def __str__(self) -> str:
+        seq = f" (seq {self.seq})" if self.seq is not None else ""
+        return f"{self.file}:{self.line}{seq}: {self.why}"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    records: int
+    files: tuple[str, ...]
+    first_seq: int | None = None
+    last_seq: int | None = None
+    last_hash: str | None = None
+    from_genesis: bool = True  # False when the first file given does not start the chain (older files gone)
+    broken: Broken | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ok": self.ok, "records": self.records, "files": list(self.files), "first_seq": self.first_seq,
+            "last_seq": self.last_seq, "last_hash": self.last_hash, "from_genesis": self.from_genesis,
+            "broken": None}
+        if self.broken is not None:
+            out["broken"] = {"file": self.broken.file, "line": self.broken.line, "seq": self.broken.seq,
+                             "why": self.broken.why}
+        return out
+
+
+def _numbered_lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, bytes]]:
+    for path in paths:
+        with path.open("rb") as f:
+            for number, line in enumerate(f, 1):
+                yield str(path), number, line
+
+
+_SEQ_AT_START = re.compile(rb'^\{"seq":(\d+),')
+
+
+def verify(paths: Iterable[Path], key: bytes | None = None) -> VerifyResult:
+    """Check the chain across `paths` (oldest first), streaming; names the first broken record.
+
+    Why a record breaks: `edited` (its hash does not match its content), `deleted` (seq gap),
+    `reordered` (seq out of order), `bad prev` (it does not chain to the record before it: that one
+    was replaced with a recomputed hash), `not a chain record`, `incomplete line`.
+    """
+    files = tuple(str(p) for p in paths)
+    try:
+        lines = _numbered_lines(Path(p) for p in files)
+        return _verify_lines(lines, files, key)
+    except OSError as exc:
+        raise AuditError(f"cannot read audit log: {exc.filename}: {exc.strerror}") from None
+
+
+def _verify_lines(lines: Iterator[tuple[str, int, bytes]], files: tuple[str, ...],
+                  key: bytes | None) -> VerifyResult:
+    count = 0
+    first_seq: int | None = None
+    expected_seq: int | None = None
+    expected_prev = GENESIS
+    from_genesis = True
+
+    def result(broken: Broken | None) -> VerifyResult:
+        return VerifyResult(ok=broken is None, records=count, files=files, first_seq=first_seq,
+                            last_seq=None if expected_seq is None else expected_seq - 1,
+                            last_hash=None if expected_seq is None else expected_prev,
+                            from_genesis=from_genesis, broken=broken)
+
+    for name, number, line in lines:
+        if not line.endswith(b"\n"):
+            return result(Broken(name, number, _peek_seq(line), "incomplete line (a torn or cut write)"))
+        parts = _split(line[:-1])
+        if parts is None:
+            return result(Broken(name, number, _peek_seq(line), "not a chain record (edited)"))
+        seq, prev, stated, body = parts
+        if not hmac.compare_digest(_digest(body, key), stated):
+            why = "edited: the hash does not match the record"
+            if count == 0 and key is None:
+                why += " (if this trail is HMAC-keyed, give the key)"
+            return result(Broken(name, number, seq, why))
+        if expected_seq is None:
+            first_seq = seq
+            from_genesis = seq == 1 and prev == GENESIS
+        elif seq != expected_seq:
+            if seq < expected_seq:
+                why = f"reordered: seq {seq} after seq {expected_seq - 1}"
+            elif _peek_seq(_next_line(lines)) == expected_seq:
+                why = f"reordered: seq {seq} comes before seq {expected_seq}"
+            else:
+                missing = (f"seq {expected_seq}" if seq == expected_seq + 1
+                           else f"seq {expected_seq}..{seq - 1}")
+                why = f"deleted: {missing} missing (seq gap)"
+            return result(Broken(name, number, seq, why))
+        elif prev != expected_prev:
+            return result(Broken(name, number, seq,
+                                 "bad prev: does not chain to the hash of the record before it"))
+        count += 1
+        expected_seq = seq + 1
+        expected_prev = stated
+    return result(None)
+
+
+def _next_line(lines: Iterator[tuple[str, int, bytes]]) -> bytes:
+    return next(lines, ("", 0, b""))[2]
+
+
+def _peek_seq(line: bytes) -> int | None:
+    match = _SEQ_AT_START.match(line)
+    return int(match[1]) if match else None

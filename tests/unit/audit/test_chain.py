@@ -1,0 +1,341 @@
+"""The hash-chained writer and its verifier: every edit, deletion and reordering is found and named."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regwarden import redact
+from regwarden.audit.chain import GENESIS, AuditWriter, chain_files, verify
+from regwarden.errors import AuditError
+
+
+def record(i: int, **extra: Any) -> dict[str, Any]:
+    return {"time": "2026-11-27T07:09:50.000000Z", "source": "regwarden", "host": "h1", "kind": "test.event",
+            "actor": {"user": f"u{i}"}, "target": {}, "outcome": "success", "status": None,
+            "request_id": None, "detail": {"i": i, **extra}}
+
+
+def write(path: Path, n: int, *, key: bytes | None = None, max_bytes: int = 1 << 30) -> None:
+    writer = AuditWriter(path, key=key, max_bytes=max_bytes, fsync_interval=0.05)
+    for i in range(n):
+        writer.append(record(i))
+    writer.close()
+
+
+def lines_of(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines(keepends=True)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return tmp_path / "audit.jsonl"
+
+
+# --------------------------------------------------------------------------- format
+
+
+def test_each_line_is_json_with_seq_prev_and_hash(log: Path) -> None:
+    """Every line is one JSON object carrying the record, seq, prev and hash."""
+    write(log, 3)
+    parsed = [json.loads(line) for line in lines_of(log)]
+    assert [p["seq"] for p in parsed] == [1, 2, 3]
+    assert parsed[0]["prev"] == GENESIS
+    assert parsed[1]["prev"] == parsed[0]["hash"] and parsed[2]["prev"] == parsed[1]["hash"]
+    assert parsed[2]["detail"] == {"i": 2} and parsed[2]["kind"] == "test.event"
+
+
+def test_hash_is_sha256_of_canonical_json_without_hash(log: Path) -> None:
+    """hash = SHA-256 over the canonical JSON (seq, prev, then sorted keys, compact) without `hash`."""
+    write(log, 2)
+    for line in lines_of(log):
+        obj = json.loads(line)
+        stated = obj.pop("hash")
+        head = {"seq": obj.pop("seq"), "prev": obj.pop("prev")}
+        canonical = (json.dumps(head, separators=(",", ":"))[:-1] + ","
+                     + json.dumps(obj, sort_keys=True, separators=(",", ":"))[1:])
+        assert hashlib.sha256(canonical.encode()).hexdigest() == stated
+
+
+def test_hmac_chain_verifies_only_with_the_key(log: Path) -> None:
+    """With a key the hash is an HMAC: verify passes with the key and fails without it."""
+    write(log, 5, key=b"k" * 32)
+    assert verify([log], key=b"k" * 32).ok
+    result = verify([log])
+    assert not result.ok and result.broken is not None
+    assert result.broken.line == 1 and "HMAC" in result.broken.why
+
+
+def test_file_is_private(log: Path) -> None:
+    """The audit log is created 0600 (and an existing one is made 0600)."""
+    log.touch(mode=0o644)
+    os.chmod(log, 0o644)
+    write(log, 1)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+
+
+def test_secrets_are_scrubbed_before_writing(log: Path) -> None:
+    """A registered secret and a secret-named key never reach the file."""
+    redact.register("hunter2-super-secret")
+    writer = AuditWriter(log, fsync_interval=0)
+    writer.append(record(1, msg="login with hunter2-super-secret", password="pw-value-123"))
+    writer.close()
+    text = log.read_text()
+    assert "hunter2-super-secret" not in text and "pw-value-123" not in text
+    assert verify([log]).ok
+
+
+def test_reserved_keys_are_refused(log: Path) -> None:
+    """A record that carries seq, prev or hash itself is refused."""
+    writer = AuditWriter(log)
+    with pytest.raises(ValueError, match="seq"):
+        writer.append({"seq": 5})
+    writer.close()
+
+
+def test_unopenable_path_fails_at_construction(tmp_path: Path) -> None:
+    """A path that cannot be opened fails when the writer is built, naming the path."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AuditError, match="cannot open audit log"):
+        AuditWriter(tmp_path / "file" / "audit.jsonl")
+
+
+# --------------------------------------------------------------------------- resume and rotation
+
+
+def test_resume_continues_the_chain(log: Path) -> None:
+    """A new writer on an existing file continues seq and prev from its last record."""
+    write(log, 3)
+    write(log, 2)
+    result = verify([log])
+    assert result.ok and result.records == 5 and result.last_seq == 5
+
+
+def test_resume_reads_only_the_tail(log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resuming a large file reads a bounded tail, not the whole file."""
+    write(log, 3000)
+    size = log.stat().st_size
+    read_sizes: list[int] = []
+    real_open = Path.open
+
+    def spy_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, *args, **kwargs)
+        real_read = handle.read
+
+        def read(n: int = -1) -> Any:
+            data = real_read(n)
+            read_sizes.append(len(data))
+            return data
+
+        handle.read = read
+        return handle
+
+    monkeypatch.setattr(Path, "open", spy_open)
+    writer = AuditWriter(log)
+    writer.close()
+    assert writer.head.seq == 3000
+    assert sum(read_sizes) < size / 4
+
+
+def test_torn_last_line_is_cut_on_start(log: Path) -> None:
+    """An incomplete last line (crash mid-write) is cut and the chain continues after the last whole record."""
+    write(log, 3)
+    with log.open("ab") as f:
+        f.write(b'{"seq":4,"prev":"abc')
+    write(log, 1)
+    result = verify([log])
+    assert result.ok and result.records == 4
+
+
+def test_verify_reports_a_torn_line(log: Path) -> None:
+    """verify names an incomplete last line."""
+    write(log, 2)
+    with log.open("ab") as f:
+        f.write(b'{"seq":3,"prev":"abc')
+    result = verify([log])
+    assert result.broken is not None and (result.broken.line, result.broken.seq) == (3, 3)
+    assert result.broken.why.startswith("incomplete line")
+
+
+def test_rotation_continues_the_chain_across_files(log: Path) -> None:
+    """Size-based rotation moves the log to .1, .2, ... and the chain continues across the files."""
+    write(log, 200, max_bytes=8192)
+    files = chain_files(log)
+    assert len(files) >= 3
+    assert files[-1] == log and files[-2].name == "audit.jsonl.1" and files[0].name == f"audit.jsonl.{len(files) - 1}"
+    assert all(f.stat().st_size <= 8192 for f in files)
+    first_of_current = json.loads(lines_of(log)[0])
+    last_of_previous = json.loads(lines_of(files[-2])[-1])
+    assert first_of_current["prev"] == last_of_previous["hash"]
+    result = verify(files)
+    assert result.ok and result.records == 200 and result.from_genesis
+
+
+def test_resume_after_rotation_uses_the_rotated_file(log: Path) -> None:
+    """When the current file is empty, the writer resumes from the newest rotated file."""
+    write(log, 50, max_bytes=4096)
+    log.write_bytes(b"")
+    write(log, 1)
+    assert verify(chain_files(log)).ok
+
+
+def test_verify_without_the_oldest_files_is_anchored_mid_chain(log: Path) -> None:
+    """Verifying from a later file checks the chain from there on and says it does not start at genesis."""
+    write(log, 100, max_bytes=4096)
+    result = verify(chain_files(log)[1:])
+    assert result.ok and not result.from_genesis and result.first_seq is not None and result.first_seq > 1
+
+
+def test_concurrent_appends_keep_one_chain(log: Path) -> None:
+    """Appends from several threads produce one unbroken chain."""
+    writer = AuditWriter(log, fsync_interval=0.01)
+
+    def work(t: int) -> None:
+        for i in range(300):
+            writer.append(record(i, thread=t))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    result = verify([log])
+    assert result.ok and result.records == 1200
+
+
+def test_flush_thread_makes_records_durable(log: Path) -> None:
+    """Within the fsync interval, appended records reach the file without an explicit flush."""
+    writer = AuditWriter(log, fsync_interval=0.02)
+    writer.append(record(1))
+    deadline = threading.Event()
+    for _ in range(200):
+        if log.stat().st_size > 0:
+            break
+        deadline.wait(0.01)
+    size = log.stat().st_size
+    writer.close()
+    assert size > 0
+
+
+def test_write_through_syncs_each_append(log: Path) -> None:
+    """After write_through, each append is on disk when it returns."""
+    writer = AuditWriter(log, fsync_interval=10)
+    writer.write_through()
+    writer.append(record(1))
+    assert len(lines_of(log)) == 1
+    writer.close()
+
+
+# --------------------------------------------------------------------------- verify: tampering
+
+
+def tamper(path: Path, change: Any) -> None:
+    lines = lines_of(path)
+    change(lines)
+    path.write_bytes(b"".join(lines))
+
+
+def test_verify_passes_a_clean_chain(log: Path) -> None:
+    """An untouched chain verifies, with record count, last seq and last hash."""
+    write(log, 20_000)
+    result = verify([log])
+    assert result.ok and result.records == 20_000 and result.last_seq == 20_000
+    assert result.last_hash == json.loads(lines_of(log)[-1])["hash"]
+
+
+def test_verify_names_an_edited_line(log: Path) -> None:
+    """A record whose content was changed is named as edited."""
+    write(log, 10)
+    tamper(log, lambda lines: lines.__setitem__(4, lines[4].replace(b'"u4"', b'"mallory"')))
+    result = verify([log])
+    assert result.broken is not None
+    assert (result.broken.file, result.broken.line, result.broken.seq) == (str(log), 5, 5)
+    assert result.broken.why.startswith("edited") and result.records == 4
+
+
+def test_verify_names_a_deleted_line(log: Path) -> None:
+    """A deleted record is named as a seq gap at the record after it."""
+    write(log, 10)
+    tamper(log, lambda lines: lines.pop(6))
+    result = verify([log])
+    assert result.broken is not None and (result.broken.line, result.broken.seq) == (7, 8)
+    assert result.broken.why == "deleted: seq 7 missing (seq gap)"
+
+
+def test_verify_names_several_deleted_lines(log: Path) -> None:
+    """A deleted run of records is named with the missing range."""
+    write(log, 10)
+    tamper(log, lambda lines: lines.__delitem__(slice(2, 5)))
+    result = verify([log])
+    assert result.broken is not None and result.broken.why == "deleted: seq 3..5 missing (seq gap)"
+
+
+def test_verify_names_swapped_lines(log: Path) -> None:
+    """Two swapped records are named as reordered."""
+    write(log, 10)
+
+    def swap(lines: list[bytes]) -> None:
+        lines[3], lines[4] = lines[4], lines[3]
+
+    tamper(log, swap)
+    result = verify([log])
+    assert result.broken is not None and (result.broken.line, result.broken.seq) == (4, 5)
+    assert result.broken.why == "reordered: seq 5 comes before seq 4"
+
+
+def test_verify_names_a_moved_back_line(log: Path) -> None:
+    """A record moved after later ones is named as reordered."""
+    write(log, 10)
+    tamper(log, lambda lines: lines.append(lines.pop(2)))
+    result = verify([log])
+    assert result.broken is not None and result.broken.why.startswith(("reordered", "deleted"))
+    assert result.broken.line == 3
+
+
+def test_verify_names_a_rewritten_record_by_its_successor(log: Path) -> None:
+    """A record replaced with a recomputed hash breaks the next record's prev."""
+    write(log, 5)
+
+    def rewrite(lines: list[bytes]) -> None:
+        obj = json.loads(lines[1])
+        obj.pop("hash")
+        head = {"seq": obj.pop("seq"), "prev": obj.pop("prev")}
+        obj["actor"]["user"] = "mallory"
+        body = (json.dumps(head, separators=(",", ":"))[:-1] + ","
+                + json.dumps(obj, sort_keys=True, separators=(",", ":"))[1:])
+        digest = hashlib.sha256(body.encode()).hexdigest()
+        lines[1] = (body[:-1] + f',"hash":"{digest}"}}\n').encode()
+
+    tamper(log, rewrite)
+    result = verify([log])
+    assert result.broken is not None and (result.broken.line, result.broken.seq) == (3, 3)
+    assert result.broken.why.startswith("bad prev")
+
+
+def test_verify_names_garbage_and_a_deleted_file(log: Path) -> None:
+    """A line that is not a chain record is named; a missing rotated file shows as a seq gap."""
+    write(log, 100, max_bytes=4096)
+    files = chain_files(log)
+    assert not verify([files[0], *files[2:]]).ok
+    broken = verify([files[0], *files[2:]]).broken
+    assert broken is not None and broken.why.startswith("deleted") and broken.file == str(files[2])
+    tamper(log, lambda lines: lines.insert(1, b"hello\n"))
+    broken = verify(files).broken
+    assert broken is not None and broken.why == "not a chain record (edited)"
+
+
+@pytest.mark.skipif(os.environ.get("REGWARDEN_SLOW_TESTS") != "1",
+                    reason="1,000,000 records take ~40 s to write; set REGWARDEN_SLOW_TESTS=1 (bench_audit.py runs it)")
+def test_verify_passes_a_clean_million_record_file(log: Path) -> None:
+    """A clean 1,000,000-record chain verifies."""
+    write(log, 1_000_000)
+    result = verify([log])
+    assert result.ok and result.records == 1_000_000

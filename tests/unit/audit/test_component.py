@@ -1,0 +1,105 @@
+"""AuditTrail on a real bus: every Event is chained to the file, Signals are not, gaps are counted."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from regwarden.audit.chain import verify
+from regwarden.audit.component import AuditTrail, close_writers
+from regwarden.bus import Bus
+from regwarden.component import Context
+from regwarden.config import AuditConfig, Config, DaemonConfig
+from regwarden.events import Event, Signal
+from regwarden.metrics import Metrics
+from regwarden.state import StateStore
+
+WHEN = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[Context]:
+    metrics = Metrics()
+    state = StateStore(tmp_path / "state")
+    cfg = Config(daemon=DaemonConfig(state_dir=tmp_path / "state", audit_log=tmp_path / "log" / "audit.jsonl"),
+                 audit=AuditConfig(fsync_interval="10ms"))  # type: ignore[arg-type]
+    context = Context(config=cfg, metrics=metrics, state=state, bus=Bus(metrics),
+                      scheduler=BackgroundScheduler(timezone="UTC"), host="h1")
+    yield context
+    close_writers()
+    state.close()
+
+
+def event(kind: str = "image.push", source: str = "registry-notify") -> Event:
+    return Event(source=source, kind=kind, time=WHEN, observed=WHEN, host="h1")  # type: ignore[arg-type]
+
+
+def records(ctx: Context) -> list[dict[str, object]]:
+    return [json.loads(line) for line in ctx.config.daemon.audit_log.read_text().splitlines()]
+
+
+def test_events_are_written_and_signals_are_not(ctx: Context) -> None:
+    """Each Event on the bus becomes one chained record; Signals are not audit records."""
+    trail = AuditTrail()
+    trail.start(ctx)
+    ctx.bus.dispatch(event())
+    ctx.bus.dispatch(Signal(labels={"alertname": "X"}))
+    ctx.bus.dispatch(event("container.start", "docker"))
+    trail.stop()
+    written = records(ctx)
+    assert [(r["seq"], r["kind"]) for r in written] == [(1, "image.push"), (2, "container.start")]
+    assert verify([ctx.config.daemon.audit_log]).ok
+
+
+def test_records_and_gaps_are_counted(ctx: Context) -> None:
+    """regwarden_audit_records_total counts records; audit.gap records count in regwarden_audit_gaps_total."""
+    trail = AuditTrail()
+    trail.start(ctx)
+    for item in (event(), event("audit.gap", "docker"), event("audit.gap", "docker")):
+        ctx.bus.dispatch(item)
+    trail.stop()
+    registry = ctx.metrics.registry
+    assert registry.get_sample_value("regwarden_audit_records_total") == 3
+    assert registry.get_sample_value("regwarden_audit_gaps_total", {"source": "docker"}) == 2
+
+
+def test_restart_continues_the_same_chain(ctx: Context) -> None:
+    """A stop and start (reload) keeps one handler and one unbroken chain."""
+    first = AuditTrail()
+    first.start(ctx)
+    ctx.bus.dispatch(event())
+    first.stop()
+    ctx.bus.dispatch(event())  # delivered after stop (bus drain): still written
+    second = AuditTrail()
+    second.start(ctx)
+    ctx.bus.dispatch(event())
+    second.stop()
+    assert [r["seq"] for r in records(ctx)] == [1, 2, 3]
+    assert verify([ctx.config.daemon.audit_log]).ok
+
+
+def test_health_and_status(ctx: Context) -> None:
+    """The component is ready once started and reports the chain head."""
+    trail = AuditTrail()
+    assert not trail.health().ready
+    trail.start(ctx)
+    ctx.bus.dispatch(event())
+    assert trail.health().ready
+    status = trail.status()
+    assert status["seq"] == 1 and status["written"] == 1 and status["hmac"] is False
+    trail.stop()
+
+
+def test_hmac_key_is_used(ctx: Context) -> None:
+    """With a key the chain verifies only with that key."""
+    trail = AuditTrail(key=b"secret-key-0123456789")
+    trail.start(ctx)
+    ctx.bus.dispatch(event())
+    trail.stop()
+    assert verify([ctx.config.daemon.audit_log], key=b"secret-key-0123456789").ok
+    assert not verify([ctx.config.daemon.audit_log]).ok
