@@ -89,6 +89,7 @@ LAZY_HELP: dict[str, str] = {
 
 # name -> "module:attribute"; each domain adds its command here
 LAZY_COMMANDS: dict[str, str] = {
+    "alerts": "regwarden.alerting.cli:alerts",
     "probe": "regwarden.probe.cli:probe_command",
     "rotate": "regwarden.rotation.cli:rotate",
 }
