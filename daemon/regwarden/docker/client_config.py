@@ -190,7 +190,11 @@ def read_config(path: Path) -> Doc:
 
 
 def write_config(path: Path, doc: Mapping[str, Any]) -> None:
-    """Write atomically: temp file in the same directory, 0600, owner kept, fsync, rename, fsync dir."""
+    """Write atomically: temp file in the same directory, 0600, owner kept, fsync, rename, fsync dir.
+
+    A config.json that is a symlink stays one: the file it points to is replaced.
+    """
+    path = Path(os.path.realpath(path))
     directory = path.parent
     try:
         if not directory.exists():

@@ -155,3 +155,14 @@ def test_restore_without_previous_puts_back_the_snapshot(tmp_path: Path) -> None
     target.apply(SECRET)
     target.restore(snapshot, None)
     assert read_config(path) == {"auths": {"r:1": {"auth": "b2xkOm9sZA=="}, "keep:2": {}}}
+
+
+def test_symlinked_config_stays_a_symlink(tmp_path: Path) -> None:
+    """A config.json symlink is kept; the file it points to gets the new content."""
+    real = tmp_path / "dotfiles" / "docker.json"
+    real.parent.mkdir()
+    real.write_text('{"auths": {}}')
+    link = tmp_path / "config.json"
+    link.symlink_to(real)
+    ConfigJsonTarget(link, "r:1", timeout=5).apply(SECRET)
+    assert link.is_symlink() and read_config(real) == {"auths": {"r:1": auth_entry(SECRET)}}
