@@ -53,6 +53,7 @@ class _State:
     failure: tuple[str, str] | None = None  # (phase, reason) of the failure last reported as an Event
     findings: dict[str, bool] = field(default_factory=dict)  # finding -> firing, as last signalled
     tls_version: str | None = None
+    series: _Series | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -171,7 +172,7 @@ class ProbeComponent:
             ctx.metrics.probe_interval.labels(reg.name).set(interval)
             with contextlib.suppress(LookupError):  # one-shot use has no scheduled job
                 ctx.scheduler.reschedule_job(_job_id(reg.name), trigger="interval", seconds=interval)
-        level = log.info if result.ok else log.warning
+        level = log.debug if result.ok else log.warning  # changes are logged as events; steady success is noise
         level("probe_finished", registry=reg.name, verdict=assessment.verdict, phase=result.failed_phase,
               reason=result.reason or None, duration_ms=round(result.duration * 1000, 2))
 
@@ -190,20 +191,23 @@ class ProbeComponent:
 
     @staticmethod
     def _update_metrics(ctx: Context, name: str, state: _State, result: ProbeResult, assessment: Assessment) -> None:
-        m = ctx.metrics
-        m.probes.labels(name, assessment.verdict).inc()
-        m.probe_success.labels(name).set(1 if result.ok else 0)
+        series = state.series
+        if series is None:
+            series = state.series = _Series(ctx, name)
+        ctx.metrics.probes.labels(name, assessment.verdict).inc()
+        series.success.set(1 if result.ok else 0)
         for phase in PHASES:
-            m.probe_duration.labels(name, phase).set(result.phases.get(phase, 0.0))
-            m.probe_failed_phase.labels(name, phase).set(1 if result.failed_phase == phase else 0)
-        m.probe_http_status.labels(name).set(result.http_status or 0)
-        m.probe_http_ssl.labels(name).set(0 if result.plain_http else 1)
+            series.duration[phase].set(result.phases.get(phase, 0.0))
+            series.failed_phase[phase].set(1 if result.failed_phase == phase else 0)
+        series.http_status.set(result.http_status or 0)
+        series.http_ssl.set(0 if result.plain_http else 1)
+        m = ctx.metrics
         if result.cert_expiry is not None:
-            m.probe_ssl_expiry.labels(name).set(result.cert_expiry)
+            series.ssl_expiry.set(result.cert_expiry)
         if result.realm_cert_expiry is not None:
             m.probe_realm_ssl_expiry.labels(name).set(result.realm_cert_expiry)
         if result.anonymous is not None:
-            m.probe_anonymous.labels(name).set(1 if result.anonymous else 0)
+            series.anonymous.set(1 if result.anonymous else 0)
         if result.auth_ok is not None:
             m.probe_auth_success.labels(name).set(1 if result.auth_ok else 0)
         if result.tls_version is not None and result.tls_version != state.tls_version:
@@ -211,6 +215,20 @@ class ProbeComponent:
                 m.probe_tls_version.remove(name, state.tls_version)
             m.probe_tls_version.labels(name, result.tls_version).set(1)
             state.tls_version = result.tls_version
+
+
+class _Series:
+    """A registry's labelled metric children, looked up once (`labels()` on every probe costs CPU)."""
+
+    def __init__(self, ctx: Context, name: str) -> None:
+        m = ctx.metrics
+        self.success = m.probe_success.labels(name)
+        self.duration = {phase: m.probe_duration.labels(name, phase) for phase in PHASES}
+        self.failed_phase = {phase: m.probe_failed_phase.labels(name, phase) for phase in PHASES}
+        self.http_status = m.probe_http_status.labels(name)
+        self.http_ssl = m.probe_http_ssl.labels(name)
+        self.ssl_expiry = m.probe_ssl_expiry.labels(name)
+        self.anonymous = m.probe_anonymous.labels(name)
 
 
 # --------------------------------------------------------------------------- pure helpers

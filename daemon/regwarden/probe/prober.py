@@ -446,11 +446,36 @@ def _client_cert_context(ca_cert: str | None, cred: CredentialSecret) -> ssl.SSL
         return ctx
 
 
-def _chain_expiry(sock: ssl.SSLSocket) -> float | None:
-    """Earliest `notAfter` (Unix time) of the verified chain; the leaf's if the chain is not available.
+_expiry_cache: dict[tuple[int, bytes], tuple[float | None, float]] = {}
+_EXPIRY_CACHE_SIZE = 4096
+_EXPIRY_CACHE_TTL = 3600.0
 
-    `get_verified_chain` is public from Python 3.13 and present (on the `_sslobj`) since 3.10.
+
+def _chain_expiry(sock: ssl.SSLSocket) -> float | None:
+    """Earliest `notAfter` (Unix time) of the verified chain.
+
+    Cached for an hour by (trust context, leaf certificate): the same leaf verified against the same
+    trust store gives the same chain, and decoding the chain on every probe would cost more CPU than
+    everything else a probe does after the handshake. A changed leaf is seen at once.
     """
+    leaf = sock.getpeercert(binary_form=True)
+    if leaf is None:
+        return None
+    key, now = (id(sock.context), leaf), time.monotonic()
+    cached = _expiry_cache.get(key)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    expiry = _decode_chain_expiry(sock)
+    with _context_lock:
+        if len(_expiry_cache) >= _EXPIRY_CACHE_SIZE:
+            _expiry_cache.clear()
+        _expiry_cache[key] = (expiry, now + _EXPIRY_CACHE_TTL)
+    return expiry
+
+
+def _decode_chain_expiry(sock: ssl.SSLSocket) -> float | None:
+    """`get_verified_chain` is public from Python 3.13 and present (on the `_sslobj`) since 3.10; without
+    it, the leaf's expiry."""
     times: list[float] = []
     get_chain = getattr(getattr(sock, "_sslobj", None), "get_verified_chain", None)
     if get_chain is not None:
