@@ -1,0 +1,70 @@
+"""A credential version written to Vault reaches the host only after the registry accepted it."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.integration.credentials.conftest import CredentialsHost
+from tests.integration.harness import pull_image, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def pull_with_applied(host: CredentialsHost, dockerd: Any, reference: str) -> None:
+    """Pull through the real engine with the username/password read back from config.json."""
+    applied = host.applied_auth()
+    assert applied is not None
+    client = dockerd.client()
+    try:
+        pull_image(client, reference, auth={"username": applied[0], "password": applied[1]})
+    finally:
+        client.close()
+
+
+def test_new_version_reaches_config_json_within_watch_interval(
+        credentials_host: Callable[..., CredentialsHost], dockerd: Any, pushed_image: str) -> None:
+    """A new KV version is verified and in config.json within watch_interval + 2 s, and pulls work with it."""
+    host = credentials_host(watch_interval="2s")
+    host.put("ci-a-" + host.name, secrets.token_urlsafe(16))
+    host.start()
+    host.wait_applied("ci-a-" + host.name)
+    time.sleep(0.5)  # let the daemon settle into its watch rhythm after the first apply
+
+    user_b = "ci-b-" + host.name
+    written = time.monotonic()
+    version = host.put(user_b, secrets.token_urlsafe(16))
+    seen = host.wait_applied(user_b, timeout=15)
+
+    assert seen - written <= 2.0 + 2.0, f"took {seen - written:.2f}s (spec: watch_interval + 2 s)"
+    pull_with_applied(host, dockerd, pushed_image)
+    assert host.status()["credentials"][host.name]["applied_version"] == version
+
+
+def test_rejected_password_never_reaches_config_json(
+        credentials_host: Callable[..., CredentialsHost], dockerd: Any, pushed_image: str) -> None:
+    """A version the registry rejects is not applied, pulls keep working, and the failure is audited."""
+    host = credentials_host(watch_interval="1s")
+    good_user = "ci-good-" + host.name
+    host.put(good_user, secrets.token_urlsafe(16))
+    host.start()
+    host.wait_applied(good_user)
+    before = host.config_json.read_bytes()
+
+    bad = host.put(good_user, "wrong-" + secrets.token_urlsafe(8), register=False)
+    wait_for("credential.verify_failed event", lambda: bool(host.events("credential.verify_failed")), 15)
+    time.sleep(1.5)  # another watch round or two: the bad version must still not be applied
+
+    assert host.config_json.read_bytes() == before
+    pull_with_applied(host, dockerd, pushed_image)
+    event = host.events("credential.verify_failed")[0]
+    assert (event.detail["credential"], event.detail["version"], event.target.registry) == (host.name, bad,
+                                                                                           "internal")
+    assert any(s.firing for s in host.signals("CredentialVerifyFailed"))
+    status = host.status()["credentials"][host.name]
+    assert (status["failed_version"], status["retry"], status["applied_version"]) == (bad, "slow", bad - 1)
+    assert len(host.events("credential.verify_failed")) == 1  # rejected: retried on the slow timer only
