@@ -90,6 +90,7 @@ LAZY_HELP: dict[str, str] = {
 # name -> "module:attribute"; each domain adds its command here
 LAZY_COMMANDS: dict[str, str] = {
     "alerts": "regwarden.alerting.cli:alerts",
+    "audit": "regwarden.audit.cli:audit",
     "probe": "regwarden.probe.cli:probe_command",
     "rotate": "regwarden.rotation.cli:rotate",
 }

@@ -1,0 +1,235 @@
+"""`regwarden audit verify | tail | query`: read the audit trail (never writes it).
+
+Without FILE arguments the commands read the config's `daemon.audit_log` and its rotated files
+(`audit.jsonl.N` ... `audit.jsonl.1`, `audit.jsonl`), oldest first.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..cli import config_option, echo_json, json_option, load_or_exit
+from .chain import chain_files, verify
+
+__all__ = ["audit"]
+
+
+@click.group()
+def audit() -> None:
+    """Verify, follow and search the tamper-evident audit trail."""
+
+
+def _default_files(config_path: Path) -> tuple[Path, list[Path]]:
+    cfg = load_or_exit(config_path, host_checks=False)
+    path: Path = cfg.daemon.audit_log
+    return path, chain_files(path)
+
+
+def _read_key(key_file: Path | None) -> bytes | None:
+    if key_file is None:
+        return None
+    key = key_file.read_bytes().strip()
+    if not key:
+        raise click.UsageError(f"{key_file}: the HMAC key file is empty")
+    return key
+
+
+@audit.command("verify")
+@config_option
+@click.option("--hmac-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding the chain's HMAC key (when audit.hmac_key_vault_path is used).")
+@json_option
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def verify_command(config_path: Path, hmac_key_file: Path | None, as_json: bool, files: tuple[Path, ...]) -> None:
+    """Check the hash chain of FILE... (oldest first); exit 1 naming the first broken record."""
+    paths = list(files) if files else _default_files(config_path)[1]
+    if not paths:
+        click.echo("no audit log files found", err=True)
+        sys.exit(2)
+    started = time.monotonic()
+    result = verify(paths, key=_read_key(hmac_key_file))
+    elapsed = time.monotonic() - started
+    if as_json:
+        echo_json({**result.as_dict(), "seconds": round(elapsed, 3)})
+    elif result.broken is not None:
+        click.echo(f"BROKEN: {result.broken}", err=True)
+        click.echo(f"{result.records} records before it verified", err=True)
+    else:
+        span = f"seq {result.first_seq}..{result.last_seq}" if result.records else "empty"
+        anchor = "" if result.from_genesis else " (chain starts mid-way: older files not given)"
+        click.echo(f"OK: {result.records} records, {span}, {len(paths)} file(s), "
+                   f"last hash {result.last_hash}{anchor} [{elapsed:.2f}s]")
+    sys.exit(0 if result.ok else 1)
+
+
+# --------------------------------------------------------------------------- reading records
+
+
+def _records(paths: list[Path]) -> Iterator[dict[str, Any]]:
+    for path in paths:
+        with path.open("rb") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # verify reports these; reading goes on
+                if isinstance(record, dict):
+                    yield record
+
+
+def format_record(record: dict[str, Any]) -> str:
+    """One human line: time, kind, outcome/status, actor, target."""
+    actor = record.get("actor") or {}
+    target = record.get("target") or {}
+    who = actor.get("user") or "-"
+    if actor.get("addr"):
+        who += f"@{actor['addr']}"
+    what = "/".join(str(target[k]) for k in ("registry", "repository") if target.get(k)) or "-"
+    if target.get("tag"):
+        what += f":{target['tag']}"
+    elif target.get("digest"):
+        what += f"@{str(target['digest'])[:19]}"
+    outcome = str(record.get("outcome", ""))
+    if record.get("status") is not None:
+        outcome += f" {record['status']}"
+    return (f"{record.get('seq', ''):>8}  {record.get('time', '')}  {record.get('kind', ''):<18} "
+            f"{outcome:<12} {who:<28} {what}")
+
+
+def _emit(record: dict[str, Any], as_json: bool) -> None:
+    click.echo(json.dumps(record, sort_keys=True) if as_json else format_record(record))
+
+
+@audit.command("tail")
+@config_option
+@click.option("-n", "lines", type=click.IntRange(min=0), default=10, show_default=True,
+              help="How many of the last records to show.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing records as they are written (follows rotation).")
+@json_option
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def tail_command(config_path: Path, lines: int, follow: bool, as_json: bool, file: Path | None) -> None:
+    """Show the last records of the audit log (one line each; --json: the records as JSON lines)."""
+    path = file if file is not None else _default_files(config_path)[0]
+    if not path.exists() and not follow:
+        click.echo(f"{path}: no such file", err=True)
+        sys.exit(2)
+    last: deque[dict[str, Any]] = deque(_records([path]) if path.exists() else [], maxlen=lines)
+    for record in last:
+        _emit(record, as_json)
+    if follow:
+        _follow(path, as_json)
+
+
+def _follow(path: Path, as_json: bool) -> None:
+    """Poll for new lines; reopen when the file is rotated (inode changes) or truncated."""
+    handle = None
+    inode = None
+    pending = b""
+    try:
+        while True:
+            if handle is None and path.exists():
+                handle = path.open("rb")
+                inode = path.stat().st_ino
+                handle.seek(0, 2)
+            if handle is not None:
+                chunk = handle.read()
+                if chunk:
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        try:
+                            _emit(json.loads(line), as_json)
+                        except ValueError:
+                            continue
+                    continue
+                try:
+                    rotated = path.stat().st_ino != inode
+                except FileNotFoundError:
+                    rotated = True
+                if rotated:
+                    handle.close()
+                    handle, pending = None, b""
+                    if path.exists():  # the new file: read it from its start
+                        handle = path.open("rb")
+                        inode = path.stat().st_ino
+                        continue
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+# --------------------------------------------------------------------------- query
+
+
+def _when(value: str | None, option: str) -> str | None:
+    """An ISO time or a duration ago (`1h`, `30m`, `7d`) as the audit records' time text."""
+    if value is None:
+        return None
+    from ..config import parse_duration
+
+    try:
+        moment = datetime.now(UTC) - parse_duration(value)
+    except ValueError:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r}: expected an ISO time or a duration such as 1h",
+                                     param_hint=option) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _matches(record: dict[str, Any], since: str | None, until: str | None, kinds: tuple[str, ...],
+             actor: str | None, repository: str | None) -> bool:
+    stamp = str(record.get("time", ""))
+    if (since is not None and stamp < since) or (until is not None and stamp >= until):
+        return False
+    if kinds and not any(fnmatch.fnmatchcase(str(record.get("kind", "")), k) for k in kinds):
+        return False
+    if actor is not None:
+        who = record.get("actor") or {}
+        if not any(fnmatch.fnmatchcase(str(who.get(k) or ""), actor) for k in ("user", "addr")):
+            return False
+    if repository is not None:
+        target = record.get("target") or {}
+        if not fnmatch.fnmatchcase(str(target.get("repository") or ""), repository):
+            return False
+    return True
+
+
+@audit.command("query")
+@config_option
+@click.option("--since", help="From this time on: ISO 8601 (2026-11-27T07:00:00Z) or a duration ago (1h).")
+@click.option("--until", help="Before this time: ISO 8601 or a duration ago.")
+@click.option("--kind", "kinds", multiple=True, help="Record kind, glob allowed (image.*); repeatable.")
+@click.option("--actor", help="Actor user or address, glob allowed (alice, 10.0.0.*).")
+@click.option("--repository", help="Target repository, glob allowed (team/*).")
+@json_option
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def query_command(config_path: Path, since: str | None, until: str | None, kinds: tuple[str, ...],
+                  actor: str | None, repository: str | None, as_json: bool, files: tuple[Path, ...]) -> None:
+    """Search the audit trail (a table; --json: matching records as JSON lines)."""
+    paths = list(files) if files else _default_files(config_path)[1]
+    low, high = _when(since, "--since"), _when(until, "--until")
+    shown = 0
+    for record in _records(paths):
+        if _matches(record, low, high, kinds, actor, repository):
+            _emit(record, as_json)
+            shown += 1
+    if not as_json:
+        click.echo(f"{shown} record(s)", err=True)
+
