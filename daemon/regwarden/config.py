@@ -205,8 +205,17 @@ class VaultConfig(_Model):
     namespace: str | None = None
     auth: Annotated[TokenAuth | AppRoleAuth | CertAuth, Field(discriminator="method")]
     timeout: Duration = timedelta(seconds=10)
+    # while Vault is unreachable, retries back off exponentially (with jitter) from 1s up to this
+    retry_max: Duration = timedelta(minutes=5)
     # the KV v2 mount and path prefix for rotation locks (one entry per credential)
     lock_path: str = "secret/regwarden/locks"
+
+    @field_validator("retry_max")
+    @classmethod
+    def _retry_max_range(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+            raise ValueError("must be between 1s and 1h")
+        return value
 
 
 # --------------------------------------------------------------------------- [docker]
@@ -385,6 +394,9 @@ class DetectorsConfig(_Model):
     push_actors: list[str] = Field(default_factory=list)
     protected_tags: list[str] = Field(default_factory=list)
     pull_registries: list[str] = Field(default_factory=list)
+    # event-style alerts (push actor, protected tag, unlisted pull, audit gap) resolve this long after
+    # their last occurrence
+    event_alert_hold: Duration = timedelta(hours=1)
     credential_expiry_warning: Duration = timedelta(days=7)
     tls_expiry_warning: Duration = timedelta(days=14)
 

@@ -153,7 +153,7 @@ class VaultClient:
         self._cfg = cfg
         self._metrics = metrics
         self._clock = clock
-        self._backoff = backoff or Backoff(initial=1.0, maximum=300.0)
+        self._backoff = backoff or Backoff(initial=1.0, maximum=cfg.retry_max.total_seconds())
         self._auth_lock = threading.RLock()
         self._state_lock = threading.Lock()
         cert = (str(cfg.auth.cert_file), str(cfg.auth.key_file)) if isinstance(cfg.auth, CertAuth) else None

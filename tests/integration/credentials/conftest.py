@@ -76,6 +76,7 @@ class CredentialsHost:
     docker_host: str
     auth: dict[str, str]
     watch_interval: str = "2s"
+    retry_max: str = "5m"
     name: str = field(default_factory=lambda: "ci-" + secrets.token_hex(3))
     daemon: Daemon | None = None
     items: list[Event | Signal] = field(default_factory=list)
@@ -110,6 +111,7 @@ host = "test-host"
 [vault]
 address = "{self.vault_address}"
 timeout = "2s"
+retry_max = "{self.retry_max}"
 auth = {{ {auth} }}
 
 [docker]
