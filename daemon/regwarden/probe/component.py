@@ -155,9 +155,9 @@ class ProbeComponent:
                             now=time.time())
         state.result, state.assessment = result, assessment
         self._update_metrics(ctx, reg.name, state, result, assessment)
-        self._report_failure(ctx, reg, state, result)
+        failure_changed = self._report_failure(ctx, reg, state, result)
         state.damper, change = state.damper.observe(result.ok)
-        if change is not None or first:
+        if change is not None or first or (state.damper.firing and failure_changed):
             ctx.signal(_failed_signal(ctx.host, reg, result, firing=state.damper.firing))
         for finding, alertname in _FINDING_ALERTS.items():
             firing = _finding_state(finding, result, assessment)
@@ -176,18 +176,21 @@ class ProbeComponent:
         level("probe_finished", registry=reg.name, verdict=assessment.verdict, phase=result.failed_phase,
               reason=result.reason or None, duration_ms=round(result.duration * 1000, 2))
 
-    def _report_failure(self, ctx: Context, reg: RegistryConfig, state: _State, result: ProbeResult) -> None:
-        """`probe.failed` when a failure starts or its phase/reason changes; `probe.recovered` at its end."""
+    def _report_failure(self, ctx: Context, reg: RegistryConfig, state: _State, result: ProbeResult) -> bool:
+        """`probe.failed` when a failure starts or its phase/reason changes; `probe.recovered` at its end.
+        Returns whether the failure (phase, reason) changed."""
         if result.ok:
             if state.failure is not None:
                 ctx.emit(_event(ctx.host, reg, result, "probe.recovered", {"failures": state.damper.failures}))
             state.failure = None
-            return
+            return False
         failure = (str(result.failed_phase), result.reason)
-        if failure != state.failure:
-            state.failure = failure
-            ctx.emit(_event(ctx.host, reg, result, "probe.failed", {
-                "phase": failure[0], "reason": failure[1], "consecutive_failures": state.damper.failures + 1}))
+        if failure == state.failure:
+            return False
+        state.failure = failure
+        ctx.emit(_event(ctx.host, reg, result, "probe.failed", {
+            "phase": failure[0], "reason": failure[1], "consecutive_failures": state.damper.failures + 1}))
+        return True
 
     @staticmethod
     def _update_metrics(ctx: Context, name: str, state: _State, result: ProbeResult, assessment: Assessment) -> None:
