@@ -45,6 +45,9 @@ def build_components(cfg: Config) -> list[Component]:
     from .audit.component import AuditTrail
 
     components.append(AuditTrail())  # always on; HMAC key from Vault: AuditTrail(key=...) (hook)
+    from .audit.detectors import AuditDetectors
+
+    components.append(AuditDetectors())
     if any(c.rotates for c in cfg.credentials):
         from .rotation.component import RotationManager
 
