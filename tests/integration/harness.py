@@ -324,6 +324,18 @@ class OpenBaoRaft:
 # -------------------------------------------------------------------------------------------- dockerd
 
 
+def _flags(options: Mapping[str, str | bool | Sequence[str]]) -> list[str]:
+    """{"insecure_registry": ["a", "b"], "debug": True} → --insecure-registry=a --insecure-registry=b --debug=true"""
+    flags: list[str] = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(f"{flag}={str(value).lower()}")
+        else:
+            flags += [f"{flag}={item}" for item in ([value] if isinstance(value, str) else value)]
+    return flags
+
+
 class DockerEngine:
     """A private dockerd (vfs, no iptables, no bridge) on `unix://WORKDIR/docker.sock`."""
 
@@ -334,12 +346,8 @@ class DockerEngine:
             binary("dockerd"), "--host", self.host, "--data-root", str(workdir / "data"),
             "--exec-root", str(workdir / "exec"), "--pidfile", str(workdir / "docker.pid"),
             "--storage-driver", "vfs", "--iptables=false", "--ip6tables=false", "--bridge=none",
+            *_flags(extra_args),
         ]
-        for key, value in extra_args.items():  # insecure_registry="198.18.0.2:5000" → --insecure-registry=...
-            flag = "--" + key.replace("_", "-")
-            values = [value] if isinstance(value, str | bool) else list(value)
-            for item in values:
-                argv.append(flag if item is True else f"{flag}={str(item).lower() if item is False else item}")
         self.process = Process("dockerd", argv, workdir / "dockerd.log", self._ping, start_timeout=60)
 
     def _ping(self) -> bool:

@@ -90,9 +90,21 @@ def test_dockerd_runs_the_tiny_image_without_network(dockerd: DockerEngine, tiny
         client.close()
 
 
+def test_dockerd_factory_passes_extra_flags(dockerd_factory: Callable[..., DockerEngine]) -> None:
+    """Keyword arguments become dockerd flags (repeated for lists)."""
+    engine = dockerd_factory(debug=True, insecure_registry=["198.18.0.2:5000", "198.18.0.6:5000"])
+    client = engine.client()
+    try:
+        info = client.info()
+    finally:
+        client.close()
+    assert info["Debug"] is True
+    assert {"198.18.0.2:5000", "198.18.0.6:5000"} <= set(info["RegistryConfig"]["IndexConfigs"])
+
+
 def test_dockerd_restart_keeps_images(dockerd_factory: Callable[..., DockerEngine]) -> None:
     """A factory engine restarted with `.restart()` answers again and keeps its images."""
-    engine = dockerd_factory(debug=True)
+    engine = dockerd_factory()
     client = engine.client()
     import_tiny_image(client, "tiny:restart")
     client.close()
