@@ -126,7 +126,7 @@ class _Probe:
         except _PhaseFailed:
             raise
         except (OSError, ValueError) as exc:
-            raise _PhaseFailed(phase, prefix + _reason(exc, self.target.timeout)) from None
+            raise _PhaseFailed(phase, prefix + _reason(exc, self.target.timeout, phase)) from None
         finally:
             self.phases[phase] = self.phases.get(phase, 0.0) + time.perf_counter() - start
 
@@ -494,7 +494,7 @@ def _decode_chain_expiry(sock: ssl.SSLSocket) -> float | None:
 # --------------------------------------------------------------------------- small helpers
 
 
-def _reason(exc: BaseException, timeout: float) -> str:
+def _reason(exc: BaseException, timeout: float, phase: Phase) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verify failed: {exc.verify_message}"
     if isinstance(exc, TimeoutError):
@@ -506,7 +506,8 @@ def _reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, ConnectionResetError):
         return "connection reset by peer"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc.reason or exc.__class__.__name__}"
+        what = "TLS handshake failed" if phase == "tls" else "TLS error"  # e.g. an alert after a TLS 1.3 handshake
+        return f"{what}: {exc.reason or exc.__class__.__name__}"
     if isinstance(exc, OSError):
         return exc.strerror or exc.__class__.__name__
     return str(exc)
