@@ -11,7 +11,8 @@ complete, never-modified directory, and `certs.d/<host:port>` is a symlink that 
 
 A pre-existing real directory is migrated: its files other than client pairs are carried into every
 version, and it is swapped for the symlink in one `renameat2(RENAME_EXCHANGE)`. The current and the
-previous version directories are kept for rollback; older ones are pruned.
+previous version directories are kept for rollback; older ones are pruned a minute after
+they stopped being current.
 
 Residual window, by construction of Docker's reader: the engine opens `client.cert` and `client.key`
 by path, one after the other; a swap between those two opens (microseconds) gives it a mismatched
@@ -58,6 +59,7 @@ CLIENT_CERT, CLIENT_KEY, SERVER_CA = "client.cert", "client.key", "ca.crt"
 STORE_DIR = ".regwarden"
 ORIGINAL = "original"
 KEEP_VERSIONS = 2
+PRUNE_GRACE_NS = 60 * 1_000_000_000
 _VERSION_DIR = re.compile(r"^v(\d+)\.(\d+)$")
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
@@ -95,12 +97,16 @@ def carried_files(names: Iterable[str], *, writes_ca: bool) -> list[str]:
                   and not n.startswith("."))
 
 
-def prune_candidates(names: Iterable[str], *, keep: Iterable[str], count: int = KEEP_VERSIONS) -> list[str]:
-    """Version directories to delete: all but the `count` newest and those in `keep`."""
+def prune_candidates(names: Iterable[str], *, keep: Iterable[str], now_ns: int,
+                     count: int = KEEP_VERSIONS, grace_ns: int = PRUNE_GRACE_NS) -> list[str]:
+    """Version directories to delete: all but the `count` newest and those in `keep`, and only once
+    they stopped being current (their successor was made) more than `grace_ns` ago, so a reader that
+    resolved the symlink just before a swap never has its directory removed under it."""
     versions = sorted((int(m.group(2)), n) for n in names if (m := _VERSION_DIR.match(n)))
     newest = {n for _, n in versions[-count:]} if count > 0 else set()
     protected = newest | set(keep)
-    return [n for _, n in versions if n not in protected]
+    return [n for i, (_, n) in enumerate(versions)
+            if n not in protected and i + 1 < len(versions) and now_ns - versions[i + 1][0] > grace_ns]
 
 
 # --------------------------------------------------------------------------- the target
@@ -277,7 +283,7 @@ class CertsDirTarget:
             names = [p.name for p in self.store.iterdir()]
         except OSError:
             return
-        for name in prune_candidates(names, keep=keep):
+        for name in prune_candidates(names, keep=keep, now_ns=time.time_ns(), grace_ns=PRUNE_GRACE_NS):
             shutil.rmtree(self.store / name, ignore_errors=True)
             log.debug("client_certificate_version_pruned", path=str(self.path), version_dir=name)
 

@@ -35,16 +35,18 @@ def test_carried_files(names: list[str], writes_ca: bool, carried: list[str]) ->
     assert carried_files(names, writes_ca=writes_ca) == carried
 
 
-@pytest.mark.parametrize(("names", "keep", "pruned"), [
-    (["v1.100", "v2.200", "v3.300", "original"], set(), ["v1.100"]),
-    (["v1.100", "v2.200", "v3.300"], {"v1.100"}, []),
-    (["v9.100", "v10.200", "v11.300", "v12.400"], set(), ["v9.100", "v10.200"]),
-    (["v1.100", "v2.200"], set(), []),
-    (["v1.100", "junk", "v2.x"], set(), []),
+@pytest.mark.parametrize(("names", "keep", "now", "pruned"), [
+    (["v1.100", "v2.200", "v3.300", "original"], set(), 1000, ["v1.100"]),
+    (["v1.100", "v2.200", "v3.300"], {"v1.100"}, 1000, []),
+    (["v9.100", "v10.200", "v11.300", "v12.400"], set(), 1000, ["v9.100", "v10.200"]),
+    (["v9.100", "v10.200", "v11.300", "v12.400"], set(), 250, ["v9.100"]),
+    (["v1.100", "v2.200", "v3.300"], set(), 210, []),
+    (["v1.100", "v2.200"], set(), 1000, []),
+    (["v1.100", "junk", "v2.x"], set(), 1000, []),
 ])
-def test_prune_candidates(names: list[str], keep: set[str], pruned: list[str]) -> None:
-    """All but the two newest version directories (by creation time) and the current one are pruned."""
-    assert prune_candidates(names, keep=keep) == pruned
+def test_prune_candidates(names: list[str], keep: set[str], now: int, pruned: list[str]) -> None:
+    """Beyond the two newest and the current, a version is pruned once replaced longer than the grace ago."""
+    assert prune_candidates(names, keep=keep, now_ns=now, grace_ns=20) == pruned
 
 
 def test_client_certificate_pem_appends_the_chain_once() -> None:
@@ -73,8 +75,9 @@ def test_apply_makes_a_symlink_to_a_complete_version(tmp_path: Path) -> None:
     assert target.holds(secret(1)) and not target.holds(secret(2))
 
 
-def test_versions_are_kept_for_rollback_and_pruned(tmp_path: Path) -> None:
+def test_versions_are_kept_for_rollback_and_pruned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each apply makes a new directory; the current and previous are kept, older ones pruned."""
+    monkeypatch.setattr("regwarden.docker.certs.PRUNE_GRACE_NS", 0)
     target = CertsDirTarget(tmp_path / "certs.d", "reg:5443")
     for n in (1, 2, 3, 4):
         target.apply(secret(n))
