@@ -26,8 +26,10 @@ DIST = "regwarden-jsonl-sink"
 
 
 def _pip(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args],
-                   check=True, capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+    # offline builds need setuptools and wheel in this venv (the `test` extra has them)
+    assert done.returncode == 0, f"pip {args[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
 
 
 def _forget_plugins() -> None:
