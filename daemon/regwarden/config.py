@@ -438,6 +438,20 @@ class SinkConfig(BaseModel):
     matchers: dict[str, str] = Field(default_factory=dict)
     pacing: Duration | None = None
 
+    @field_validator("matchers")
+    @classmethod
+    def _valid_matchers(cls, value: dict[str, str]) -> dict[str, str]:
+        """Label names as Prometheus spells them; values exact, or `=~`/`!~` + a valid regex, or `!=`."""
+        for label, wanted in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", label):
+                raise ValueError(f"invalid label name {label!r}")
+            if wanted.startswith(("=~", "!~")):
+                try:
+                    re.compile(wanted[2:])
+                except re.error as exc:
+                    raise ValueError(f"{label}: invalid regular expression {wanted[2:]!r}: {exc}") from None
+        return value
+
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

@@ -101,3 +101,16 @@ def test_silence_needs_every_matcher_of_one_silence() -> None:
     assert not silenced({"alertname": "A", "host": "h2"}, silences)
     assert silenced({"alertname": "B", "sink": "x"}, silences)
     assert not silenced({"alertname": "A"}, [()])
+
+
+@pytest.mark.parametrize(("matchers", "message"), [
+    ({"registry": "=~("}, "invalid regular expression"),
+    ({"bad-name": "x"}, "invalid label name"),
+])
+def test_config_refuses_bad_sink_matchers(matchers: dict[str, str], message: str) -> None:
+    """A [[sinks]] matcher with a bad label name or regex is a config error, not a failure at start."""
+    from regwarden.config import parse_config
+    from regwarden.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"daemon": {}, "sinks": [{"name": "j", "type": "log", "matchers": matchers}]})
