@@ -307,8 +307,7 @@ class CredentialWatch:
                            stale_since=None))
         self.ctx.metrics.credential_applies.labels(self.name, "success").inc()
         targets = [str(t) for t in getattr(result, "targets", None) or []]
-        log.info("credential_applied", credential=self.name, version=secret.version, previous=previous_version,
-                 targets=targets)
+        log.info("credential_updated", credential=self.name, version=secret.version, previous=previous_version)
         self._emit("credential.applied", "success", secret.version, targets=targets)
         labels = {"credential": self.name}
         self.latch.set({"alertname": "CredentialVerifyFailed", **labels}, False)

@@ -77,6 +77,7 @@ class CredentialsHost:
     auth: dict[str, str]
     watch_interval: str = "2s"
     retry_max: str = "5m"
+    listen: str = ""
     name: str = field(default_factory=lambda: "ci-" + secrets.token_hex(3))
     daemon: Daemon | None = None
     items: list[Event | Signal] = field(default_factory=list)
@@ -90,20 +91,15 @@ class CredentialsHost:
     def config_json(self) -> Path:
         return self.workdir / "docker" / "config.json"
 
-    @property
-    def listen(self) -> str:
-        assert self.daemon is not None
-        return self.daemon.ctx.config.daemon.listen
-
     def write_config(self) -> Path:
-        port = free_port()
+        self.listen = f"127.0.0.1:{free_port()}"
         auth = ", ".join(f'{k} = "{v}"' for k, v in self.auth.items())
         path = self.workdir / "regwarden.toml"
         path.write_text(f"""
 [daemon]
 state_dir = "{self.workdir / 'state'}"
 audit_log = "{self.workdir / 'audit.jsonl'}"
-listen = "127.0.0.1:{port}"
+listen = "{self.listen}"
 log_format = "json"
 log_level = "debug"
 host = "test-host"

@@ -68,3 +68,27 @@ def test_rejected_password_never_reaches_config_json(
     status = host.status()["credentials"][host.name]
     assert (status["failed_version"], status["retry"], status["applied_version"]) == (bad, "slow", bad - 1)
     assert len(host.events("credential.verify_failed")) == 1  # rejected: retried on the slow timer only
+
+
+def test_restart_rechecks_targets_without_reapplying(
+        credentials_host: Callable[..., CredentialsHost]) -> None:
+    """After a restart the applied version is not applied again while config.json still holds it, and is
+    put back when config.json lost it."""
+    host = credentials_host(watch_interval="1s")
+    user = "ci-r-" + host.name
+    host.put(user, secrets.token_urlsafe(16))
+    host.start()
+    host.wait_applied(user)
+    host.stop()
+    applied = len(host.events("credential.applied"))  # events of every daemon run are kept in `host`
+
+    host.start()  # same state_dir: the journal says v1 is applied and config.json holds it
+    wait_for("targets checked", lambda: host.status()["credentials"][host.name]["checked_at"] is not None, 10)
+    time.sleep(1.5)  # a few more watch rounds
+    assert len(host.events("credential.applied")) == applied
+    host.stop()
+
+    host.config_json.write_text('{"auths": {}}')  # someone logged out while regwarden was down
+    host.start()
+    host.wait_applied(user, timeout=10)
+    assert len(host.events("credential.applied")) == applied + 1
