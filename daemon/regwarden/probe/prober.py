@@ -425,7 +425,8 @@ def _new_context(ca_cert: str | None) -> ssl.SSLContext:
 def _client_cert_context(ca_cert: str | None, cred: CredentialSecret) -> ssl.SSLContext:
     """A context presenting the credential's client certificate (one per credential version).
 
-    `ssl` loads keys only from files: the PEMs go to a private temporary file that is removed at once.
+    `ssl` loads keys only from files: the PEMs go to an anonymous in-memory file (memfd), never to disk;
+    where memfd is missing, to a private temporary file removed at once.
     """
     key = (ca_cert, cred.name, cred.version)
     with _context_lock:
@@ -433,13 +434,22 @@ def _client_cert_context(ca_cert: str | None, cred: CredentialSecret) -> ssl.SSL
         if ctx is not None:
             return ctx
         ctx = _new_context(ca_cert)
-        fd, path = tempfile.mkstemp(prefix="regwarden-probe-", suffix=".pem")  # mode 0600
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
-                handle.write(f"{cred.certificate}\n{cred.ca_chain or ''}\n{cred.private_key}\n")
-            ctx.load_cert_chain(path)
-        finally:
-            Path(path).unlink(missing_ok=True)
+        pem = f"{cred.certificate}\n{cred.ca_chain or ''}\n{cred.private_key}\n".encode("ascii")
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create("regwarden-probe-cert", os.MFD_CLOEXEC)
+            try:
+                os.write(fd, pem)
+                ctx.load_cert_chain(f"/proc/self/fd/{fd}")
+            finally:
+                os.close(fd)
+        else:
+            fd, path = tempfile.mkstemp(prefix="regwarden-probe-", suffix=".pem")  # mode 0600
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(pem)
+                ctx.load_cert_chain(path)
+            finally:
+                Path(path).unlink(missing_ok=True)
         for stale in [k for k in _client_contexts if k[:2] == key[:2]]:
             del _client_contexts[stale]
         _client_contexts[key] = ctx
