@@ -19,7 +19,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from . import __version__
 from .bus import Bus
 from .component import Component, Context, Health
-from .config import Config, check_host, load_config
+from .config import Config, DockerConfig, check_host, load_config
 from .errors import ConfigError, RegwardenError
 from .events import Signal
 from .health import DependencyChecker
@@ -67,7 +67,25 @@ def build_components(cfg: Config) -> list[Component]:
         from .credentials.component import CredentialsComponent
 
         components.append(CredentialsComponent())
+    components.extend(_audit_sources(cfg))
     return components
+
+
+def _audit_sources(cfg: Config) -> list[Component]:
+    """The configured audit sources (started last, so that what they emit has somewhere to go)."""
+    from .sources.docker_events import DockerEventsSource
+    from .sources.notifications import NotificationReceiver
+    from .sources.registry_log import RegistryLogSource
+
+    sources: list[Component] = []
+    if cfg.sources.docker_events is not None and cfg.sources.docker_events.enabled:
+        docker = cfg.docker or DockerConfig()
+        sources.append(DockerEventsSource(docker.host, docker.timeout.total_seconds()))
+    for entry in cfg.sources.registry_logs:
+        sources.append(RegistryLogSource(entry.path, entry.registry, entry.poll_interval.total_seconds()))
+    if cfg.sources.registry_notifications is not None:
+        sources.append(NotificationReceiver(cfg.sources.registry_notifications))
+    return sources
 
 
 class Daemon:
