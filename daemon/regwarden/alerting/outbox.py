@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import structlog
 
 from ..backoff import Backoff
-from ..errors import SinkError
+from ..errors import SinkError, StateError
 from ..metrics import Metrics
 from ..redact import scrub_text
 from ..sink_api import Delivery, Notification, Sink
@@ -94,20 +94,31 @@ class SinkWorker:
         self._kick.clear()
 
     def _run(self) -> None:
-        sink = self.route.name
         while not self._stop.is_set():
-            row = self._store.next_pending(sink)
-            if row is None:
-                self._wait(1.0)
-                continue
-            delay = row.next_attempt_at - time.time()
-            if delay > 0:
-                self._stop.wait(min(delay, 1.0))
-                continue
-            if not self._deliver(row):
-                return
-            if self.route.pacing > 0:
-                self._stop.wait(self.route.pacing)
+            try:
+                if not self._step():
+                    return
+            except StateError as exc:  # the store is closing (shutdown) or failing: the row stays queued
+                if self._stop.is_set():
+                    return
+                log.error("outbox_unavailable", sink=self.route.name, error=str(exc))
+                self._stop.wait(1.0)
+
+    def _step(self) -> bool:
+        """Deliver the next due row, or wait for one; False when the sink turned out broken."""
+        row = self._store.next_pending(self.route.name)
+        if row is None:
+            self._wait(1.0)
+            return True
+        delay = row.next_attempt_at - time.time()
+        if delay > 0:
+            self._stop.wait(min(delay, 1.0))
+            return True
+        if not self._deliver(row):
+            return False
+        if self.route.pacing > 0:
+            self._stop.wait(self.route.pacing)
+        return True
 
     def _deliver(self, row: OutboxRow) -> bool:
         """Send one row and record the outcome; False when the sink turned out broken."""
