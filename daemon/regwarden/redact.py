@@ -43,6 +43,11 @@ def scrub_text(text: str) -> str:
     return pattern.sub(REDACTED, text) if pattern is not None else text
 
 
+_NUMBERS = (int, float)
+_MAPPINGS = (dict, Mapping)  # dict first: isinstance against the ABC is slow
+_SEQUENCES = (list, tuple)
+
+
 @functools.lru_cache(maxsize=4096)
 def _names_secret(key: str) -> bool:
     return key not in _SAFE_KEYS and _SECRET_KEY.search(key) is not None
@@ -50,12 +55,12 @@ def _names_secret(key: str) -> bool:
 
 def scrub(value: Any, key: str = "") -> Any:
     """A copy of `value` (str, mapping, list) with secrets replaced."""
-    if key and isinstance(value, str) and value and _names_secret(key):
-        return REDACTED
     if isinstance(value, str):
-        return scrub_text(value)
-    if isinstance(value, Mapping):
+        return REDACTED if key and value and _names_secret(key) else scrub_text(value)
+    if value is None or isinstance(value, _NUMBERS):  # the common leaves first: the audit hot path
+        return value
+    if isinstance(value, _MAPPINGS):
         return {k: scrub(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, _SEQUENCES):
         return type(value)(scrub(v) for v in value)
     return value
