@@ -14,6 +14,7 @@ import math
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -88,6 +89,7 @@ class AlertPipeline:
         self._due: dict[str, float] = {}
         self._silence_sig: tuple[tuple[str, float], ...] = ()
         self._silences: list[tuple[Matcher, ...]] = []
+        self._firing: Counter[str] = Counter()  # firing alerts by severity (regwarden_alerts_active)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,6 +106,7 @@ class AlertPipeline:
             for alert in self._alerts.values():
                 self._members.setdefault(alert.group_key, set()).add(alert.fingerprint)
             self._told = store.load_sink_groups()
+            self._firing = Counter(a.severity for a in self._alerts.values() if a.firing)
             self._due = {key: 0.0 for key in self._groups}
         cfg = ctx.config.alerts
         for route in self.routes.values():
@@ -190,6 +193,7 @@ class AlertPipeline:
         at = signal.at.timestamp()
         with self._lock:
             alert = self._alerts.get(fp)
+            was = alert.severity if alert is not None and alert.firing else None
             if signal.firing:
                 if alert is not None and alert.firing:
                     if alert.severity == signal.severity and alert.annotations == signal.annotations:
@@ -215,6 +219,10 @@ class AlertPipeline:
             self._alerts[fp] = alert
             self._members.setdefault(group.key, set()).add(fp)
             self._due[group.key] = min(self._due.get(group.key, math.inf), self._change_at(group))
+            if was is not None:
+                self._firing[was] -= 1
+            if alert.firing:
+                self._firing[alert.severity] += 1
         self._update_active()
         self._kick.set()
         return True
@@ -251,8 +259,6 @@ class AlertPipeline:
             if name in self.workers:
                 self.workers[name].kick()
             self._update_depth(name)
-        if due:
-            self._update_active()
         return min(next_due, now + self._tick)
 
     def _change_at(self, group: GroupRow) -> float:
@@ -354,13 +360,8 @@ class AlertPipeline:
 
     def _update_active(self) -> None:
         ctx = self._require()[0]
-        counts = dict.fromkeys(SEVERITIES, 0)
-        with self._lock:
-            for alert in self._alerts.values():
-                if alert.firing:
-                    counts[alert.severity] = counts.get(alert.severity, 0) + 1
-        for severity, count in counts.items():
-            ctx.metrics.alerts_active.labels(severity).set(count)
+        for severity in SEVERITIES:
+            ctx.metrics.alerts_active.labels(severity).set(self._firing[severity])
 
     def _require(self) -> tuple[Context, AlertStore]:
         if self._ctx is None or self._store is None:

@@ -314,3 +314,20 @@ def test_signals_arrive_through_the_bus(make: Callable[..., Harness]) -> None:
     h.ctx.bus.dispatch(sig())
     assert [a["alertname"] for a in p.status()["active_alerts"]] == ["RegistryDown"]
     assert h.metric("regwarden_alerts_active", severity="warning") == 1
+
+
+def test_alerts_active_counts_firing_alerts_by_severity_across_restarts(make: Callable[..., Harness]) -> None:
+    """regwarden_alerts_active follows firing and resolving, and is restored from the state store."""
+    h = make()
+    p = h.pipeline({"rec": RecordingSink("rec")})
+    p.ingest(sig("A", severity="critical"), now=T0)
+    p.ingest(sig("B", severity="warning"), now=T0)
+    p.ingest(sig("B", severity="critical"), now=T0 + 1)  # severity changed: counted once, as critical
+    assert h.metric("regwarden_alerts_active", severity="critical") == 2
+    assert h.metric("regwarden_alerts_active", severity="warning") == 0
+    p.ingest(sig("A", firing=False, severity="critical"), now=T0 + 2)
+    assert h.metric("regwarden_alerts_active", severity="critical") == 1
+    p.stop()
+    h.metrics.alerts_active.labels("critical").set(0)
+    h.pipeline({"rec": RecordingSink("rec")})
+    assert h.metric("regwarden_alerts_active", severity="critical") == 1
