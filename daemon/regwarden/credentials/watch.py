@@ -41,6 +41,7 @@ __all__ = [
     "Journal",
     "SignalLatch",
     "WatchRecord",
+    "certificate_not_after",
     "retry_is_slow",
     "should_fetch",
 ]
@@ -110,6 +111,18 @@ def should_fetch(current_version: int, record: WatchRecord, now: float, slow_ret
 def stale_alert_due(stale_since: float | None, now: float, watch_interval: float) -> bool:
     """CredentialStale fires once the credential could not be refreshed for a while (not one blip)."""
     return stale_since is not None and now - stale_since >= max(60.0, STALE_ALERT_INTERVALS * watch_interval)
+
+
+def certificate_not_after(pem: str) -> float | None:
+    """Unix time the first certificate in `pem` expires; None if it cannot be read (or no `cryptography`)."""
+    try:
+        from cryptography import x509
+    except ImportError:
+        return None
+    try:
+        return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc.timestamp()
+    except ValueError:
+        return None
 
 
 # --------------------------------------------------------------------------- journal
@@ -306,6 +319,8 @@ class CredentialWatch:
                            failed_version=None, failure_kind=None, failed_at=None, last_error=None,
                            stale_since=None))
         self.ctx.metrics.credential_applies.labels(self.name, "success").inc()
+        if secret.certificate is not None and (not_after := certificate_not_after(secret.certificate)):
+            self.ctx.metrics.credential_expiry.labels(self.name).set(not_after)
         targets = [str(t) for t in getattr(result, "targets", None) or []]
         log.info("credential_updated", credential=self.name, version=secret.version, previous=previous_version)
         self._emit("credential.applied", "success", secret.version, targets=targets)
@@ -321,6 +336,8 @@ class CredentialWatch:
         outcome = {"rejected": "verify_failed", "invalid": "verify_failed", "apply": "apply_failed",
                    "registry": "registry_unreachable", "vault": "vault_error"}[kind]
         self.ctx.metrics.credential_applies.labels(self.name, outcome).inc()
+        if kind == "invalid":
+            self.ctx.metrics.input_rejected.labels("vault-kv", "malformed_credential").inc()
         (log.info if repeat else log.warning)(f"credential_{outcome}", credential=self.name, version=version,
                                               error=error, retry="slow" if retry_is_slow(kind) else "next round")
         labels = {"credential": self.name}

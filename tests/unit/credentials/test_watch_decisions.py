@@ -12,6 +12,7 @@ from regwarden.credentials.watch import (
     Journal,
     SignalLatch,
     WatchRecord,
+    certificate_not_after,
     retry_is_slow,
     should_fetch,
     stale_alert_due,
@@ -95,3 +96,23 @@ def test_signal_latch_sends_changes_only() -> None:
     for firing in (False, False, True, True, False):
         latch.set({"alertname": "CredentialStale", "credential": "ci"}, firing)
     assert [s.firing for s in sent] == [False, True, False]
+
+
+def test_certificate_not_after() -> None:
+    """The expiry of a client certificate is read from its PEM; anything unreadable gives None."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ci")])
+    not_after = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(not_after - timedelta(days=1)).not_valid_after(not_after)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    assert certificate_not_after(pem) == not_after.timestamp()
+    assert certificate_not_after("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----") is None
