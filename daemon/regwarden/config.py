@@ -247,8 +247,8 @@ class RegistryConfig(_Model):
     def host_port(self) -> str:
         """`host:port` as Docker names the registry in config.json and certs.d."""
         parts = urlsplit(self.url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return f"{parts.hostname}:{port}" if parts.port else str(parts.hostname)
+        host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else str(parts.hostname)
+        return f"{host}:{parts.port}" if parts.port else host
 
 
 # --------------------------------------------------------------------------- [[credentials]]

@@ -194,3 +194,13 @@ def test_help_imports_no_subcommand_module() -> None:
             "print(sorted(m for m in mods if m in sys.modules)); print(all(n in r.output for n in LAZY_COMMANDS))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.split("\n")[:2] == ["[]", "True"], result.stderr
+
+
+@pytest.mark.parametrize(("url", "host_port"), [("https://reg.example:5000", "reg.example:5000"),
+                                                ("https://reg.example", "reg.example"),
+                                                ("https://[fd00::5]:5443", "[fd00::5]:5443")])
+def test_registry_host_port_is_dockers_name(url: str, host_port: str) -> None:
+    """host_port names the registry as Docker does in config.json and certs.d (IPv6 in brackets)."""
+    from regwarden.config import RegistryConfig
+
+    assert RegistryConfig(name="r", url=url).host_port == host_port
