@@ -139,6 +139,15 @@ class Daemon:
             except Exception:
                 log.exception("component_stop_failed", component=component.name)
         self.components = []
+        # shared objects (the Vault client) belong to the daemon: rebuilt from the config at next start
+        for shared in self.ctx.shared.values():
+            close = getattr(shared, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:
+                    log.exception("shared_close_failed")
+        self.ctx.shared.clear()
 
     def stop(self) -> None:
         deadline = time.monotonic() + self.ctx.config.daemon.shutdown_timeout.total_seconds()

@@ -21,6 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from ..component import Context, Health
 from ..errors import VaultError
 from ..vault import VaultClient
+from ..vault.shared import vault_for
 from .watch import Collaborators, CredentialWatch, Journal, SignalLatch
 
 __all__ = ["UPKEEP_INTERVAL", "VAULT_DOWN_ALERT_AFTER", "CredentialsComponent", "token_expiring"]
@@ -56,7 +57,7 @@ class CredentialsComponent:
         if cfg.vault is None:  # load_config refuses credentials without [vault]; keep mypy and readers sure
             raise VaultError("credentials need a [vault] table", retryable=False)
         self._ctx = ctx
-        self.vault = VaultClient(cfg.vault, ctx.metrics)
+        self.vault = vault_for(ctx)  # one client (one login, one token) shared with rotation
         journal = Journal(ctx.state)
         self._latch = SignalLatch(ctx.signal)
         self.watches = {c.name: CredentialWatch(ctx, c, self.vault, journal, self._latch,
@@ -83,8 +84,6 @@ class CredentialsComponent:
                 with contextlib.suppress(JobLookupError):
                     self._ctx.scheduler.remove_job(job_id)
         self._jobs = []
-        if self.vault is not None:
-            self.vault.close()
 
     # ------------------------------------------------------------------ jobs
 
