@@ -19,6 +19,7 @@ crash is cut off when the writer starts again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -120,6 +121,8 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
+        self._broken: str | None = None  # set when a write or fsync failed; the next append recovers
+        self._lost: list[tuple[int, int]] = []  # seq ranges acknowledged but lost with a failed write
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
         try:
@@ -147,6 +150,8 @@ class AuditWriter:
         with self._lock:
             if self._closed:
                 raise AuditError(f"audit log {self.path} is closed")
+            if self._broken is not None:
+                self._recover()
             seq = self._head.seq + 1
             body = f'{{"seq":{seq},"prev":"{self._head.hash}"' + ("}" if rest == "{}" else "," + rest[1:])
             raw = body.encode("ascii")
@@ -162,23 +167,32 @@ class AuditWriter:
                 else:
                     self._dirty = True
             except OSError as exc:
+                self._broken = exc.strerror or str(exc)
+                with contextlib.suppress(AuditError):
+                    self._recover()
                 raise AuditError(f"cannot write audit log {self.path}: {exc.strerror or exc}") from None
             self._head = ChainHead(seq, digest)
             return seq
 
-    def flush(self) -> None:
-        """Write buffered lines and fsync them now."""
+    def take_lost(self) -> list[tuple[int, int]]:
+        """Seq ranges that appends had acknowledged but a failed write lost (reported once)."""
         with self._lock:
-            if not self._closed:
-                self._sync()
+            lost, self._lost = self._lost, []
+            return lost
+
+    def flush(self) -> None:
+        """Write buffered lines and fsync them now (AuditError if that fails)."""
+        with self._lock:
+            if not self._closed and self._broken is None:
+                self._checked_sync()
 
     def write_through(self) -> None:
         """Stop the flush thread; from now on every append is fsynced before it returns (shutdown)."""
         self._stop_flusher()
         with self._lock:
             self._interval = 0
-            if not self._closed:
-                self._sync()
+            if not self._closed and self._broken is None:
+                self._checked_sync()
 
     def resume_batching(self, fsync_interval: float) -> None:
         """Go back to batched fsync (a component started again after `write_through`)."""
@@ -193,10 +207,12 @@ class AuditWriter:
             if self._closed:
                 return
             try:
-                self._sync()
+                if self._broken is None:
+                    self._checked_sync()
             finally:
                 self._closed = True
-                self._file.close()
+                with contextlib.suppress(OSError):
+                    self._file.close()
 
     # -- internals (call with the lock held)
 
@@ -204,6 +220,32 @@ class AuditWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._dirty = False
+
+    def _checked_sync(self) -> None:
+        try:
+            self._sync()
+        except OSError as exc:
+            self._broken = exc.strerror or str(exc)
+            raise AuditError(f"cannot flush audit log {self.path}: {self._broken}") from None
+
+    def _recover(self) -> None:
+        """After a failed write or fsync: drop the buffer, cut a torn line, continue from what is on
+        disk. Records acknowledged but not on disk are remembered as lost (`take_lost`)."""
+        before = self._head.seq
+        with contextlib.suppress(OSError):
+            self._file.close()  # closes the descriptor even when the final flush fails
+        try:
+            self._cut_torn_tail(self.path)
+            self._head = self._resume()
+            self._file = self._open()
+        except OSError as exc:
+            raise AuditError(f"audit log {self.path} still failing: {exc.strerror or exc}") from None
+        log.error("audit_write_recovered", path=str(self.path), error=self._broken, seq=self._head.seq,
+                  lost=before - self._head.seq)
+        self._broken = None
+        self._dirty = False
+        if self._head.seq < before:
+            self._lost.append((self._head.seq + 1, before))
 
     def _open(self) -> IO[bytes]:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -271,11 +313,12 @@ class AuditWriter:
     def _flush_loop(self) -> None:
         while not self._wake.wait(self._interval):
             with self._lock:
-                if self._dirty and not self._closed:
+                if self._dirty and not self._closed and self._broken is None:
                     try:
                         self._sync()
                     except OSError as exc:
-                        log.error("audit_fsync_failed", path=str(self.path), error=exc.strerror or str(exc))
+                        self._broken = exc.strerror or str(exc)
+                        log.error("audit_fsync_failed", path=str(self.path), error=self._broken)
 
 
 def _fsync_dir(directory: Path) -> None:

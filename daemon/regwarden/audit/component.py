@@ -8,6 +8,7 @@ written through (fsynced before the handler returns) until the process exits.
 
 from __future__ import annotations
 
+import queue
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import structlog
 
 from ..component import Context, Health
 from ..errors import AuditError
-from ..events import Event, Signal
+from ..events import Event, Signal, utcnow
 from .chain import AuditWriter
 
 __all__ = ["AuditTrail"]
@@ -61,6 +62,7 @@ class AuditTrail:
         self._writer: AuditWriter | None = None
         self._error: str | None = None
         self._written = 0
+        self._failed = 0  # appends that failed since the last loss report
 
     def start(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -87,19 +89,39 @@ class AuditTrail:
             if self._error is None:
                 log.error("audit_write_failed", error=str(exc), kind=item.kind)
             self._error = str(exc)
+            self._failed += 1
             return
-        self._error = None
         self._written += 1
         metrics.audit_records.inc()
         if item.kind == "audit.gap":
             metrics.audit_gaps.labels(item.source).inc()
+        lost = self._writer.take_lost()
+        if lost or self._failed:
+            self._report_loss(lost)
+
+    def _report_loss(self, lost: list[tuple[int, int]]) -> None:
+        """Writes failed (disk full, I/O error) and the writer recovered: say so with an audit.gap record
+        (through the bus, so the AuditGap detector sees it; written directly if the bus is full)."""
+        assert self._ctx is not None and self._writer is not None
+        detail: dict[str, Any] = {"reason": f"audit log writes failed: {self._error}",
+                                  "records_not_written": self._failed}
+        if lost:
+            detail["lost_seq"] = [list(r) for r in lost]
+        gap = Event(source="regwarden", kind="audit.gap", time=utcnow(), host=self._ctx.host, outcome="failure",
+                    detail=detail)
+        self._error, self._failed = None, 0
+        log.error("audit_records_lost", **detail)
+        try:
+            self._ctx.bus.publish(gap, timeout=0)  # never wait on the bus from its own dispatcher
+        except queue.Full:
+            self.handle(gap)
 
     def stop(self) -> None:
         if self._writer is not None:
             try:
                 self._writer.write_through()
-            except OSError as exc:
-                log.error("audit_flush_failed", error=exc.strerror or str(exc))
+            except AuditError as exc:
+                log.error("audit_flush_failed", error=str(exc))
 
     def health(self) -> Health:
         if self._writer is None:

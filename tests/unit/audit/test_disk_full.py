@@ -1,0 +1,130 @@
+"""The audit writer on a really full filesystem (a 128 KiB tmpfs): it fails loudly, recovers when space
+returns, keeps one verifiable chain and reports what was lost as an audit.gap record."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from regwarden.audit.chain import AuditWriter, verify
+from regwarden.audit.component import AuditTrail, close_writers
+from regwarden.bus import Bus
+from regwarden.component import Context
+from regwarden.config import AuditConfig, Config, DaemonConfig
+from regwarden.errors import AuditError
+from regwarden.events import Event
+from regwarden.metrics import Metrics
+from regwarden.state import StateStore
+
+WHEN = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "fs"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        close_writers()
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the filesystem completely with one file; remove it to give the space back."""
+    filler = directory / "filler"
+    with filler.open("wb", buffering=0) as f:
+        for size in (4096, 512, 16, 1):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError:
+                continue
+    return filler
+
+
+def record(i: int) -> dict[str, object]:
+    return {"kind": "test.event", "detail": {"i": i, "pad": "x" * 200}}
+
+
+def test_write_failure_raises_and_the_chain_survives(small_fs: Path) -> None:
+    """With the disk full an append raises AuditError; once space returns, appends go on and verify."""
+    log = small_fs / "audit.jsonl"
+    writer = AuditWriter(log, fsync_interval=0)
+    for i in range(10):
+        writer.append(record(i))
+    filler = fill(small_fs)
+    with pytest.raises(AuditError, match="No space left on device"):
+        for i in range(10, 1000):
+            writer.append(record(i))
+    filler.unlink()
+    writer.append(record(9999))
+    writer.close()
+    result = verify([log])
+    assert result.ok, result.broken
+
+
+def test_batched_records_lost_to_a_full_disk_are_reported(small_fs: Path) -> None:
+    """Records acknowledged but lost in the buffer when the disk filled are reported by take_lost."""
+    log = small_fs / "audit.jsonl"
+    writer = AuditWriter(log, fsync_interval=3600)
+    writer.append(record(0))
+    writer.flush()
+    filler = fill(small_fs)
+    acknowledged = 0
+    with pytest.raises(AuditError):
+        for i in range(1, 5000):
+            writer.append(record(i))
+            acknowledged = i
+    lost = writer.take_lost()
+    assert lost and lost[0][0] >= 2 and lost[-1][1] == acknowledged + 1  # record(i) has seq i + 1
+    filler.unlink()
+    writer.append(record(10_000))
+    writer.close()
+    assert verify([log]).ok
+
+
+def test_component_reports_lost_records_as_an_audit_gap(small_fs: Path, tmp_path: Path) -> None:
+    """AuditTrail counts failed writes, turns not-ready, and writes an audit.gap record when it recovers."""
+    metrics = Metrics()
+    state = StateStore(tmp_path / "state")
+    cfg = Config(daemon=DaemonConfig(state_dir=tmp_path / "state", audit_log=small_fs / "audit.jsonl"),
+                 audit=AuditConfig(fsync_interval="10ms"))  # type: ignore[arg-type]
+    ctx = Context(config=cfg, metrics=metrics, state=state, bus=Bus(metrics),
+                  scheduler=BackgroundScheduler(timezone="UTC"), host="h1")
+    trail = AuditTrail()
+    trail.start(ctx)
+    event = Event(source="docker", kind="container.start", time=WHEN, observed=WHEN, host="h1",
+                  detail={"pad": "x" * 300})
+    ctx.bus.dispatch(event)
+    trail.stop()  # write-through: every append reaches the disk or fails
+    filler = fill(small_fs)
+    for _ in range(400):
+        ctx.bus.dispatch(event)
+        if (metrics.registry.get_sample_value("regwarden_audit_write_errors_total") or 0) > 0:
+            break
+    assert not trail.health().ready
+    filler.unlink()
+    ctx.bus.dispatch(event)
+    ctx.bus.start()
+    ctx.bus.stop(5)  # delivers the gap record the component published
+    assert trail.health().ready
+    records = [json.loads(line) for line in (small_fs / "audit.jsonl").read_text().splitlines()]
+    gaps = [r for r in records if r["kind"] == "audit.gap"]
+    assert len(gaps) == 1 and gaps[0]["source"] == "regwarden"
+    assert gaps[0]["detail"]["records_not_written"] >= 1
+    assert metrics.registry.get_sample_value("regwarden_audit_gaps_total", {"source": "regwarden"}) == 1
+    assert verify([small_fs / "audit.jsonl"]).ok
+    state.close()
