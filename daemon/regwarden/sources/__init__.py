@@ -31,6 +31,7 @@ class SourceComponent:
         self._thread: SupervisedThread | None = None
         self._stopping = threading.Event()
         self._stop_event: threading.Event | None = None
+        self._connected = False  # set by the subclass once its input answers (`mark_up`)
 
     @property
     def ctx(self) -> Context:
@@ -50,7 +51,19 @@ class SourceComponent:
             stop.set()
             return
         self._stop_event = stop
-        self.run(stop)
+        self._set_up(False)  # trying is not being up: the subclass says when its input answers
+        try:
+            self.run(stop)
+        finally:
+            self._set_up(False)
+
+    def mark_up(self) -> None:
+        """Called by `run` once its input answers: the source is up (health, `regwarden_source_up`)."""
+        self._set_up(True)
+
+    def _set_up(self, up: bool) -> None:
+        self._connected = up
+        self.ctx.metrics.source_up.labels(self.name).set(1 if up else 0)
 
     def prepare(self, ctx: Context) -> None:
         """Work done once in `start` before the thread runs (schemas, sockets); may raise."""
@@ -72,11 +85,16 @@ class SourceComponent:
     def health(self) -> Health:
         if self._thread is None:
             return Health(False, "not started")
-        if not self._thread.up:
-            return Health(False, f"down: {self._thread.last_error or 'not running'}")
+        if not self._connected:
+            return Health(False, f"down: {self._thread.last_error or 'connecting'}")
         return Health(True)
 
     def status(self) -> dict[str, Any]:
         if self._thread is None:
             return {"state": "not started"}
-        return {"state": "up" if self._thread.up else "down", "last_error": self._thread.last_error}
+        return {"state": "up" if self._connected else "down", "last_error": self._thread.last_error,
+                "restarts": self._restarts()}
+
+    def _restarts(self) -> int:
+        value = self.ctx.metrics.registry.get_sample_value("regwarden_source_restarts_total", {"source": self.name})
+        return int(value or 0)

@@ -281,6 +281,7 @@ class DockerEventsSource(SourceComponent):
             base = cursor or DockerCursor(now_nano)
             self._set_cursor(DockerCursor(base.time_nano, base.ids if gap is None else frozenset(),
                                           engine_id, incarnation))
+            self.mark_up()
             log.info("docker_events_connected", host=self._host, replayed=len(replayed),
                      gap=gap.reason if gap else None)
             yield from replayed

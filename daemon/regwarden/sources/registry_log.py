@@ -254,6 +254,7 @@ class RegistryLogSource(SourceComponent):
         if plan.rotated_offset is not None and rotated is not None and cursor is not None:
             renamed = rotated.inode == cursor.get("inode")
             self._drain(self._rotated_path, plan.rotated_offset, store=renamed)
+        self.mark_up()
         current: _Open | None = None
         start_at = plan.offset
         try:
