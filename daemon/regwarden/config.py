@@ -666,7 +666,7 @@ class _KeyLines:
 
 SECRET_FIELDS = frozenset(
     {"token_file", "secret_id_file", "key_file", "tls_key_file", "webhook_url_file", "secret_file",
-     "bot_token_file", "password_file", "url_file"}
+     "bot_token_file", "password_file", "url_file", "basic_auth_password_file", "bearer_token_file"}
 )
 PLAIN_FIELDS = frozenset({"role_id_file", "ca_cert", "cert_file", "tls_cert_file"})
 

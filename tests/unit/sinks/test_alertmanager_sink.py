@@ -102,3 +102,16 @@ def test_check_refuses_a_missing_ca_cert(tmp_path: Path) -> None:
     sink = AlertmanagerSink("am", AlertmanagerOptions(url="https://am:9093", ca_cert=tmp_path / "nope.pem"))
     with pytest.raises(SinkMisconfigured, match="ca_cert"):
         sink.check()
+
+
+@pytest.mark.parametrize("key", ["bearer_token_file", "basic_auth_password_file"])
+def test_check_config_reports_a_group_readable_secret_file(tmp_path: Path, key: str) -> None:
+    """`regwarden check-config` (check_host) refuses the sink's secret files when group/world readable."""
+    from regwarden.config import check_host, parse_config
+
+    secret = write_secret(tmp_path / "secret", "s3cret-value", mode=0o644)
+    extra = {"basic_auth_username": "rw"} if key.startswith("basic") else {}
+    cfg = parse_config({"daemon": {}, "sinks": [{"name": "am", "type": "alertmanager", "url": "http://am:9093",
+                                                 key: str(secret), **extra}]})
+    [problem] = check_host(cfg)
+    assert problem.key == f"sinks[0].{key}" and "chmod 600" in problem.message
