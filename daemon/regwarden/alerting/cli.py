@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from ..cli import config_option, echo_json, json_option, load_or_exit
+from ..status_view import table
 
 __all__ = ["alerts", "test_notification"]
 
@@ -75,7 +76,7 @@ def test_command(config_path: Path, as_json: bool, names: tuple[str, ...]) -> No
     if as_json:
         echo_json(rows)
     else:
-        click.echo(_table(["SINK", "TYPE", "RESULT", "DETAIL"],
+        click.echo(table(["SINK", "TYPE", "RESULT", "DETAIL"],
                           [[r["sink"], r["type"], "ok" if r["ok"] else "FAILED", r["detail"]] for r in rows]))
     sys.exit(0 if all(r["ok"] for r in rows) else 1)
 
@@ -154,12 +155,12 @@ def list_command(config_path: Path, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    click.echo(_table(["ALERT", "SEVERITY", "SINCE", "LABELS"], [
+    click.echo(table(["ALERT", "SEVERITY", "SINCE", "LABELS"], [
         [a["alertname"], a["severity"], a["since"],
          ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k != "alertname")]
         for a in data["alerts"]]) if data["alerts"] else "no active alerts")
     click.echo("")
-    click.echo(_table(["SILENCE", "UNTIL", "MATCHERS", "AUTHOR", "COMMENT"], [
+    click.echo(table(["SILENCE", "UNTIL", "MATCHERS", "AUTHOR", "COMMENT"], [
         [s["id"], s["until"], ",".join(s["matchers"]), s["author"], s["comment"]] for s in data["silences"]])
         if data["silences"] else "no active silences")
     pending = {k: v for k, v in data["outbox"].items() if v}
@@ -171,8 +172,3 @@ def list_command(config_path: Path, as_json: bool) -> None:
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = [header, *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
