@@ -93,7 +93,7 @@ def registry_factory(
     netns_factory: Callable[[], NetnsHost],  # set up first, so namespaces outlive their registries
 ) -> Iterator[Callable[..., RegistryServer]]:
     """Make running registries: `registry_factory(auth=True, notifications_url=None,
-    notifications_token=None, log_format="json", tls=None, netns=None)`."""
+    notifications_token=None, log_format="json", tls=None, netns=None, rotatable_log=False)`."""
     with contextlib.ExitStack() as stack:
         def make(
             auth: bool = True,
@@ -102,10 +102,12 @@ def registry_factory(
             log_format: str = "json",
             tls: RegistryTLS | dict[str, Any] | None = None,
             netns: NetnsHost | None = None,
+            rotatable_log: bool = False,
         ) -> RegistryServer:
             server = RegistryServer(
                 tmp_path_factory.mktemp("registry"), auth=auth, notifications_url=notifications_url,
                 notifications_token=notifications_token, log_format=log_format, tls=tls, netns=netns,
+                rotatable_log=rotatable_log,
             )
             return stack.enter_context(running(server))
 

@@ -586,6 +586,7 @@ class RegistryServer:
         log_format: str = "json",
         tls: RegistryTLS | Mapping[str, Any] | None = None,
         netns: NetnsHost | None = None,
+        rotatable_log: bool = False,
     ) -> None:
         self.workdir = workdir
         self.tls = RegistryTLS(**tls) if isinstance(tls, Mapping) else tls
@@ -603,9 +604,13 @@ class RegistryServer:
             self.add_user(self.username, self.password)
         self.config_path.write_text(json.dumps(self._config(
             auth, notifications_url, notifications_token, log_format), indent=2))  # JSON is YAML
+        argv = [binary("docker-registry"), "serve", str(self.config_path)]
+        output = self.log_path
+        if rotatable_log:  # the log goes through logpipe.py, which can rotate it (see rotate_log)
+            argv = [sys.executable, str(Path(__file__).with_name("logpipe.py")), str(self.log_path), "--", *argv]
+            output = workdir / "logpipe.out"
         self.process = Process(
-            "registry", [binary("docker-registry"), "serve", str(self.config_path)], self.log_path,
-            lambda: tcp_open(addr, port), netns=netns.name if netns else None,
+            "registry", argv, output, lambda: tcp_open(addr, port), netns=netns.name if netns else None,
         )
 
     def _config(self, auth: bool, notify_url: str | None, notify_token: str | None,
@@ -647,6 +652,17 @@ class RegistryServer:
 
     def stop(self) -> None:
         self.process.stop()
+
+    def rotate_log(self, how: str) -> None:
+        """Rotate `.log_path` while the registry runs (needs `rotatable_log=True`): "rename" moves it to
+        `.log_path.1` and has the writer reopen it; "copytruncate" copies it there and truncates it."""
+        done = self.log_path.with_name(self.log_path.name + ".done")
+        before = done.read_text().count("\n") if done.exists() else 0
+        if how == "rename":
+            os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+        assert self.process.pid is not None
+        os.kill(self.process.pid, signal.SIGHUP if how == "rename" else signal.SIGUSR1)
+        wait_for(f"log {how}", lambda: done.read_text().count("\n") > before, 10, self.process)
 
 
 # --------------------------------------------------------------------------------------- Alertmanager
