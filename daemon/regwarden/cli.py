@@ -85,6 +85,7 @@ LAZY_HELP: dict[str, str] = {
     "probe": "Probe registries once and print the verdicts.",
     "rotate": "Ask the running daemon to rotate a credential now.",
     "demo": "Run a self-contained sandbox and watch regwarden work.",
+    "example": "Print the shipped example config, systemd unit or Vault policy.",
 }
 
 # name -> "module:attribute"; each domain adds its command here
@@ -93,6 +94,8 @@ LAZY_COMMANDS: dict[str, str] = {
     "audit": "regwarden.audit.cli:audit",
     "probe": "regwarden.probe.cli:probe_command",
     "rotate": "regwarden.rotation.cli:rotate",
+    "demo": "regwarden.demo.cli:demo",
+    "example": "regwarden.shipped:example_command",
 }
 
 
