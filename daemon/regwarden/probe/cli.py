@@ -76,21 +76,21 @@ def result_row(result: Any, assessment: Any) -> dict[str, Any]:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    header = ["REGISTRY", "VERDICT", "PHASE", "REASON", "DNS", "CONNECT", "TLS", "HTTP", "AUTH", "MS TOTAL",
-              "TLS DAYS", "ANON", "AUTH OK"]
-    lines = [header]
+    from ..status_view import table
+
+    headers = ["registry", "verdict", "phase", "reason", "dns", "connect", "tls", "http", "auth", "ms total",
+               "tls days", "anon", "auth ok"]
+    lines = []
     for row in rows:
         ms = row["phases_ms"]
         lines.append([
-            row["registry"], row["verdict"], row["failed_phase"] or "-", row["reason"] or "-",
-            *(f"{ms[p]:.1f}" if p in ms else "-" for p in ("dns", "connect", "tls", "http", "auth")),
+            row["registry"], row["verdict"], row["failed_phase"], row["reason"],
+            *(f"{ms[p]:.1f}" if p in ms else None for p in ("dns", "connect", "tls", "http", "auth")),
             f"{sum(ms.values()):.1f}",
-            "-" if row["tls_days_left"] is None else f"{row['tls_days_left']:.1f}",
-            _yes_no(row["anonymous"]), row["auth"] or "-",
+            None if row["tls_days_left"] is None else f"{row['tls_days_left']:.1f}",
+            _yes_no(row["anonymous"]), row["auth"],
         ])
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
+    return table(headers, lines)
 
 
 def _yes_no(value: bool | None) -> str:
