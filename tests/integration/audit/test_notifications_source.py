@@ -72,3 +72,31 @@ def test_registry_push_and_pull_arrive_with_their_actor_despite_bad_requests(
         ids = [e.id for e in collected.of("registry-notify")]
         assert len(ids) == len(set(ids))
         assert not any(TOKEN in str(e.record()) for e in collected.events)
+
+
+def test_tls_receiver_answers_while_a_client_stalls_in_the_handshake(tmp_path: Path) -> None:
+    """With tls_cert_file/tls_key_file the receiver speaks HTTPS; a client that connects and never
+    starts the TLS handshake does not keep others from being answered."""
+    from tests.integration.harness import make_certificates
+    from tests.unit.sources.test_notifications import envelope
+
+    certs = make_certificates(tmp_path / "certs", "127.0.0.1")
+    token_file = tmp_path / "notify-token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    port = free_port()
+    cfg = RegistryNotificationsSource(listen=f"127.0.0.1:{port}", token_file=token_file,
+                                      tls_cert_file=certs.server_cert, tls_key_file=certs.server_key)
+    with make_context(tmp_path / "state") as collected:
+        receiver = NotificationReceiver(cfg)
+        receiver.start(collected.ctx)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5):  # silent: no ClientHello
+                response = requests.post(f"https://127.0.0.1:{port}{PATH}", data=envelope("t1"), timeout=5,
+                                         verify=str(certs.ca), headers={"Authorization": f"Bearer {TOKEN}"})
+                assert response.status_code == 200
+            with pytest.raises(requests.exceptions.ConnectionError):
+                requests.post(f"http://127.0.0.1:{port}{PATH}", data=b"{}", timeout=5)  # plain HTTP: no
+            collected.wait("t1", lambda: any(e.id == "t1" for e in collected.events))
+        finally:
+            receiver.stop()
