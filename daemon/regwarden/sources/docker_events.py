@@ -27,6 +27,7 @@ the cursor's id set (the engine replays events at or after `since`, never before
 
 from __future__ import annotations
 
+import http.client
 import socket
 import struct
 import threading
@@ -244,8 +245,10 @@ class DockerEventsSource(SourceComponent):
             if stop.is_set():
                 return
             self._handle(raw)
-        if not stop.is_set():  # the engine closed the stream (shutting down): reconnect
-            raise DockerError(f"docker engine {self._host} closed the event stream")
+        if not stop.is_set():
+            # the engine closed a working stream (it is shutting down): return, so that the supervisor
+            # reconnects after a second with its backoff reset; failures to reconnect raise
+            log.warning("docker_events_stream_closed", host=self._host)
 
     # ------------------------------------------------------------------ the I/O edge
 
@@ -257,6 +260,7 @@ class DockerEventsSource(SourceComponent):
         import docker
         import docker.errors
         import requests
+        import urllib3.exceptions
 
         try:
             client = docker.DockerClient(base_url=self._host, timeout=int(self._timeout))
@@ -294,8 +298,11 @@ class DockerEventsSource(SourceComponent):
                 return
             yield from stream
         except docker.errors.DockerException as exc:
+            if stop.is_set():
+                return
             raise DockerError(f"docker engine {self._host}: {exc}") from None
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError,
+                ValueError) as exc:  # ValueError: a stream closed under the reader by stop()
             if stop.is_set():
                 return
             raise DockerError(f"docker engine {self._host} not reachable ({type(exc).__name__})") from None
