@@ -6,15 +6,17 @@ Without FILE arguments the commands read the config's `daemon.audit_log` and its
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
+import os
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -123,52 +125,72 @@ def tail_command(config_path: Path, lines: int, follow: bool, as_json: bool, fil
     if not path.exists() and not follow:
         click.echo(f"{path}: no such file", err=True)
         sys.exit(2)
-    last: deque[dict[str, Any]] = deque(_records([path]) if path.exists() else [], maxlen=lines)
-    for record in last:
-        _emit(record, as_json)
+    handle = path.open("rb") if path.exists() else None
+    if handle is not None:
+        last: deque[bytes] = deque(handle, maxlen=lines)  # leaves the handle at the end: -f goes on from there
+        for line in last:
+            with contextlib.suppress(ValueError):
+                _emit(json.loads(line), as_json)
     if follow:
-        _follow(path, as_json)
+        _Follower(path, handle, as_json).run()
+    elif handle is not None:
+        handle.close()
 
 
-def _follow(path: Path, as_json: bool) -> None:
-    """Poll for new lines; reopen when the file is rotated (inode changes) or truncated."""
-    handle = None
-    inode = None
-    pending = b""
-    try:
-        while True:
-            if handle is None and path.exists():
-                handle = path.open("rb")
-                inode = path.stat().st_ino
-                handle.seek(0, 2)
-            if handle is not None:
-                chunk = handle.read()
-                if chunk:
-                    pending += chunk
-                    *complete, pending = pending.split(b"\n")
-                    for line in complete:
-                        try:
-                            _emit(json.loads(line), as_json)
-                        except ValueError:
-                            continue
-                    continue
-                try:
-                    rotated = path.stat().st_ino != inode
-                except FileNotFoundError:
-                    rotated = True
-                if rotated:
-                    handle.close()
-                    handle, pending = None, b""
-                    if path.exists():  # the new file: read it from its start
-                        handle = path.open("rb")
-                        inode = path.stat().st_ino
-                        continue
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if handle is not None:
-            handle.close()
+class _Follower:
+    """Polls for new lines; after a rotation (the path's inode changed) it finishes the old file, then
+    reads the new one from its start."""
+
+    def __init__(self, path: Path, handle: IO[bytes] | None, as_json: bool) -> None:
+        self.path = path
+        self.handle = handle
+        self.inode = os.fstat(handle.fileno()).st_ino if handle is not None else None
+        self.as_json = as_json
+        self.pending = b""
+
+    def run(self) -> None:
+        try:
+            while True:
+                if (self.handle is None and not self._reopen()) or (not self._drain() and not self._rotated()):
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if self.handle is not None:
+                self.handle.close()
+
+    def _reopen(self) -> bool:
+        try:
+            self.handle = self.path.open("rb")
+        except FileNotFoundError:
+            return False
+        self.inode = os.fstat(self.handle.fileno()).st_ino
+        self.pending = b""
+        return True
+
+    def _drain(self) -> bool:
+        assert self.handle is not None
+        chunk = self.handle.read()
+        if not chunk:
+            return False
+        *complete, self.pending = (self.pending + chunk).split(b"\n")
+        for line in complete:
+            with contextlib.suppress(ValueError):
+                _emit(json.loads(line), self.as_json)
+        return True
+
+    def _rotated(self) -> bool:
+        try:
+            same = self.path.stat().st_ino == self.inode
+        except FileNotFoundError:
+            same = False
+        if same:
+            return False
+        assert self.handle is not None
+        self._drain()  # what was appended before the rename
+        self.handle.close()
+        self.handle = None
+        return True
 
 
 # --------------------------------------------------------------------------- query
