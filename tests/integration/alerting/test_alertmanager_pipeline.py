@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import requests
 
+from regwarden.alerting.pipeline import SINK_BROKEN
 from regwarden.events import Signal
+from tests.fakes.http import recording_server
 from tests.integration.alerting.rig import PipelineRig, wait_for
 
 pytestmark = pytest.mark.integration
@@ -101,3 +103,20 @@ def test_active_alerts_are_reposted_every_resend_interval(alertmanager: Any, rig
     assert r.outbox_rows("am") == 0
     r.pipeline.evaluate(now=time.time() + 61)
     wait_for(lambda: r.notifications("am", "delivered") == 2, what="the re-post")
+
+
+def test_misconfigured_sink_is_alerted_through_the_others(tmp_path: Path) -> None:
+    """A sink whose check() fails at start (missing token file) is down and alerted via the webhook sink."""
+    with recording_server() as receiver:
+        r = PipelineRig(tmp_path, [
+            {"name": "am", "type": "alertmanager", "url": "http://127.0.0.1:9",
+             "bearer_token_file": str(tmp_path / "missing-token")},
+            {"name": "hooks", "type": "webhook", "url": receiver.url + "/alerts"}])
+        try:
+            [alert] = wait_for(lambda: [a for req in list(receiver.received) for a in req.json()["alerts"]],
+                               what="the sink-broken alert")
+        finally:
+            r.close()
+    assert alert["labels"] == {"alertname": SINK_BROKEN, "sink": "am", "host": "docker-07"}
+    assert "bearer_token_file" in alert["annotations"]["description"]
+    assert r.metrics.registry.get_sample_value("regwarden_sink_up", {"sink": "am"}) == 0
