@@ -159,7 +159,7 @@ class AlertPipeline:
         with self._lock:
             active = [
                 {"alertname": a.labels.get("alertname", ""), "labels": a.labels, "severity": a.severity,
-                 "since": datetime.fromtimestamp(a.starts_at, UTC).isoformat(timespec="seconds"),
+                 "since": datetime.fromtimestamp(a.starts_at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
                  "fingerprint": a.fingerprint}
                 for a in sorted(self._alerts.values(), key=lambda a: a.starts_at) if a.firing]
         sinks: dict[str, Any] = {}
