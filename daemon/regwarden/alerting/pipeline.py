@@ -115,12 +115,14 @@ class AlertPipeline:
                 route, store, ctx.metrics, retry_max=cfg.retry_max.total_seconds(),
                 send_timeout=cfg.send_timeout.total_seconds(), on_broken=self._sink_broken,
                 on_change=self._update_depth)
+        for name in self.routes:  # a sink that loads again (fixed) gets what failed, and its alert ends
+            if requeued := store.requeue_failed(name):
+                log.info("notifications_requeued", sink=name, count=requeued)
+            self.ingest(Signal(labels={"alertname": SINK_BROKEN, "sink": name}, firing=False))
         for name in [*self.routes, *self.broken]:
             self._update_depth(name)
         for name, reason in self.broken.items():
             self._sink_broken(name, reason)
-        for name in self.routes:  # a sink that works again (fixed config) ends its alert
-            self.ingest(Signal(labels={"alertname": SINK_BROKEN, "sink": name}, firing=False))
         self._update_active()
         if self._run_threads:
             for worker in self.workers.values():

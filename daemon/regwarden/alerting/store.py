@@ -246,6 +246,11 @@ class AlertStore:
         self.state.execute("UPDATE alert_outbox SET attempts = attempts + 1, state = 'failed', last_error = ?"
                            " WHERE id = ?", (error, row_id))
 
+    def requeue_failed(self, sink: str) -> int:
+        """Give a sink's permanently failed notifications another chance (it loaded fine again: fixed)."""
+        return self.state.execute("UPDATE alert_outbox SET state = 'pending', next_attempt_at = ?"
+                                  " WHERE sink = ? AND state = 'failed'", (time.time(), sink))
+
     def outbox_depth(self, sink: str | None = None) -> dict[str, int]:
         rows = self.state.query("SELECT sink, COUNT(*) AS n FROM alert_outbox WHERE state = 'pending'"
                                 " GROUP BY sink")

@@ -331,3 +331,22 @@ def test_alerts_active_counts_firing_alerts_by_severity_across_restarts(make: Ca
     h.metrics.alerts_active.labels("critical").set(0)
     h.pipeline({"rec": RecordingSink("rec")})
     assert h.metric("regwarden_alerts_active", severity="critical") == 1
+
+
+def test_sink_fixed_after_a_permanent_failure_gets_the_failed_notification(make: Callable[..., Harness]) -> None:
+    """After a restart with the sink working again, the notification that failed permanently is delivered
+    and RegwardenSinkBroken is resolved."""
+    h = make(alerts={"group_wait": "0s", "group_interval": "0s"},
+             sinks=[{"name": "dead", "type": "log"}, {"name": "rec", "type": "log"}])
+    dead = RecordingSink("dead", [Delivery(ok=False, retryable=False, detail="HTTP 404 no_service")])
+    rec = RecordingSink("rec")
+    p = h.pipeline({"dead": dead, "rec": rec}, threads=True)
+    p.ingest(sig())
+    _wait(lambda: any(a.labels["alertname"] == SINK_BROKEN for n in rec.sent for a in n.alerts))
+    p.stop()
+    fixed, rec2 = RecordingSink("dead"), RecordingSink("rec")
+    again = h.pipeline({"dead": fixed, "rec": rec2}, threads=True)
+    _wait(lambda: bool(fixed.sent) and any(n.status == "resolved" for n in rec2.sent))
+    assert [n.alerts[0].labels["alertname"] for n in fixed.sent] == ["RegistryDown"]
+    assert [a.labels["alertname"] for n in rec2.sent for a in n.alerts] == [SINK_BROKEN]
+    assert again.status()["sinks"]["dead"]["up"] is True
