@@ -24,13 +24,23 @@ from ..vault import VaultClient
 from ..vault.shared import vault_for
 from .watch import Collaborators, CredentialWatch, Journal, SignalLatch
 
-__all__ = ["UPKEEP_INTERVAL", "VAULT_DOWN_ALERT_AFTER", "CredentialsComponent", "token_expiring"]
+__all__ = ["UPKEEP_INTERVAL", "VAULT_DOWN_ALERT_AFTER", "CredentialsComponent", "token_expiring",
+           "watch_schedule"]
 
 log = structlog.get_logger(__name__)
 
 UPKEEP_INTERVAL = 5.0  # seconds between token checks (no request unless renewal is due)
 VAULT_DOWN_ALERT_AFTER = 30.0  # VaultUnreachable fires after this long without an answer
-JITTER = 0.2  # each watch round runs within +-10% of its slot on a grid of watch_interval
+JITTER = 0.1  # consecutive watch rounds are (1 +- JITTER) x watch_interval apart
+
+
+def watch_schedule(interval: float, jitter: float = JITTER) -> tuple[float, float]:
+    """(base interval, jitter) for APScheduler's IntervalTrigger so rounds are interval x U(1-j, 1+j) apart.
+
+    APScheduler adds U(0, jitter) to each fire time and schedules the next one from it, so the
+    jitter accumulates: a base of (1 - j) x interval plus U(0, 2j x interval) averages `interval`.
+    """
+    return interval * (1 - jitter), interval * 2 * jitter
 
 
 def token_expiring(renew_at: float | None, token_error: str | None, now: float) -> bool:
@@ -65,9 +75,8 @@ class CredentialsComponent:
         now = datetime.now(UTC)
         self._add_job("vault-upkeep", self._upkeep, IntervalTrigger(seconds=UPKEEP_INTERVAL), now)
         for name, watch in self.watches.items():
-            interval = watch.interval
-            self._add_job(f"credential-watch:{name}", watch.run,
-                          IntervalTrigger(seconds=interval, jitter=JITTER * interval), now)
+            base, jitter = watch_schedule(watch.interval)
+            self._add_job(f"credential-watch:{name}", watch.run, IntervalTrigger(seconds=base, jitter=jitter), now)
         log.info("credentials_started", credentials=sorted(self.watches), vault=cfg.vault.address,
                  auth_method=cfg.vault.auth.method)
 

@@ -214,6 +214,7 @@ class CredentialWatch:
         self.current_version: int | None = None  # in Vault, as last read
         self.checked_at: float | None = None  # last successful metadata read
         self._previous: CredentialSecret | None = None  # the applied secret, for rollback
+        self._pending: CredentialSecret | None = None  # a version read but not applied: no re-read on retry
         self._startup_checked = False
         self._publish_metrics()
 
@@ -285,7 +286,10 @@ class CredentialWatch:
         stage: FailureKind = "vault"
         try:
             if secret is None:
-                secret = self._read(version, metadata)
+                pending = self._pending
+                secret = pending if pending is not None and pending.version == version else self._read(
+                    version, metadata)
+            self._pending = secret
             stage = "rejected"
             timeout = min(30.0, max([5.0, *(r.probe_timeout.total_seconds() for r in self.registries)]))
             for registry in self.registries:
@@ -313,7 +317,7 @@ class CredentialWatch:
     def _applied(self, secret: CredentialSecret, verified_at: float, result: Any) -> None:
         now = self._clock()
         previous_version = self.record.applied_version
-        self._previous = secret
+        self._previous, self._pending = secret, None
         self._startup_checked = True
         self._save(replace(self.record, applied_version=secret.version, applied_at=now, verified_at=verified_at,
                            failed_version=None, failure_kind=None, failed_at=None, last_error=None,

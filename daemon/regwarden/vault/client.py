@@ -315,14 +315,18 @@ class VaultClient:
     def _call(self, operation: str, what: str, fn: Callable[[Any], T]) -> T:
         """One authenticated request: token upkeep first; on 403 check the token and re-login once."""
         self._ensure_token()
+        used = self._hvac.token
         try:
             return self._request(operation, what, fn)
         except VaultError as exc:
-            if exc.status != 403 or not self._token_rejected():
+            if exc.status != 403:
                 raise
-        log.info("vault_token_rejected", operation=operation, method=self.auth_method)
-        with self._auth_lock:
-            self._login()
+            with self._auth_lock:  # concurrent jobs that hit the same dead token log in once
+                if self._hvac.token == used:
+                    if not self._token_rejected():
+                        raise
+                    log.info("vault_token_rejected", operation=operation, method=self.auth_method)
+                    self._login()
         return self._request(operation, what, fn)
 
     def _token_rejected(self) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from regwarden.credentials.component import token_expiring
+from regwarden.credentials.component import token_expiring, watch_schedule
 from regwarden.credentials.watch import (
     SLOW_RETRY_FACTOR,
     Journal,
@@ -116,3 +116,10 @@ def test_certificate_not_after() -> None:
     pem = cert.public_bytes(serialization.Encoding.PEM).decode()
     assert certificate_not_after(pem) == not_after.timestamp()
     assert certificate_not_after("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----") is None
+
+
+@pytest.mark.parametrize("interval", [1.0, 15.0, 300.0])
+def test_watch_schedule_averages_the_interval(interval: float) -> None:
+    """With APScheduler's accumulating jitter, rounds are 0.9-1.1 x watch_interval apart, on average 1 x."""
+    base, jitter = watch_schedule(interval)
+    assert (base, base + jitter, base + jitter / 2) == pytest.approx((0.9 * interval, 1.1 * interval, interval))
