@@ -308,7 +308,7 @@ def _status(state: _State) -> dict[str, Any]:
         "tls_days_left": None if days is None else round(days, 2),
         "tls_version": result.tls_version,
         "anonymous": result.anonymous,
-        "auth": None if result.auth_ok is None else ("ok" if result.auth_ok else "failed"),
+        "auth_check": None if result.auth_ok is None else ("ok" if result.auth_ok else "failed"),
         "findings": sorted(assessment.findings),
         "consecutive_failures": state.damper.failures,
         "alert_firing": state.damper.firing,

@@ -13,7 +13,12 @@ from typing import Any
 
 from ..component import Context, Health, SupervisedThread
 
-__all__ = ["SourceComponent"]
+__all__ = ["SourceComponent", "source_lag"]
+
+
+def source_lag(ctx: Context, name: str) -> float | None:
+    """Seconds between the last event's time and when the source saw it (None before the first event)."""
+    return ctx.metrics.registry.get_sample_value("regwarden_source_lag_seconds", {"source": name})
 
 
 class SourceComponent:
@@ -93,7 +98,7 @@ class SourceComponent:
         if self._thread is None:
             return {"state": "not started"}
         return {"state": "up" if self._connected else "down", "last_error": self._thread.last_error,
-                "restarts": self._restarts()}
+                "restarts": self._restarts(), "lag_seconds": source_lag(self.ctx, self.name)}
 
     def _restarts(self) -> int:
         value = self.ctx.metrics.registry.get_sample_value("regwarden_source_restarts_total", {"source": self.name})

@@ -203,9 +203,14 @@ class NotificationReceiver:
         return Health(True)
 
     def status(self) -> dict[str, Any]:
-        return {"listen": self._cfg.listen, "tls": self._cfg.tls_cert_file is not None,
+        from . import source_lag
+
+        listening = self._thread is not None and self._thread.is_alive()
+        return {"state": "up" if listening else "down", "last_error": self.last_error,
+                "lag_seconds": source_lag(self._ctx, self.name) if self._ctx is not None else None,
+                "listen": self._cfg.listen, "tls": self._cfg.tls_cert_file is not None,
                 "accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected,
-                "listening": self._thread is not None and self._thread.is_alive()}
+                "listening": listening}
 
     # ------------------------------------------------------------------ per request
 

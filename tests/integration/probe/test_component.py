@@ -107,7 +107,7 @@ def test_credential_from_docker_client_config(registry_factory: Callable[..., Re
     try:
         component.run_probe("reg")
         status = component.status()["reg"]
-        assert (status["auth"], status["verdict"]) == ("ok", "plain-http")
+        assert (status["auth_check"], status["verdict"]) == ("ok", "plain-http")
         assert host.ctx.metrics.registry.get_sample_value("regwarden_probe_auth_success", {"registry": "reg"}) == 1
     finally:
         component.stop()
