@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import queue
+import socket
 import ssl
 import threading
 import time
@@ -270,6 +271,8 @@ class NotificationReceiver:
 
             def setup(self) -> None:
                 super().setup()
+                # answers are headers + body in two writes: without this, Nagle + delayed ACK add 40 ms
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if isinstance(self.connection, ssl.SSLSocket):
                     self.connection.do_handshake()
 

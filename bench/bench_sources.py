@@ -1,0 +1,115 @@
+"""Audit sources throughput: the registry log tailer (read, split, parse, publish, cursor per line) and
+the notifications receiver (HTTP, auth, parse, dedupe, publish).
+
+    python bench/bench_sources.py [--lines 200000] [--envelopes 5000] [--clients 4]
+
+The log cycles the real distribution 2.8 JSON capture (records and access lines) with fresh request ids.
+Numbers are end to end: until the bus dispatcher has handed every Event to a counting subscriber.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.sources_support import free_port, make_context
+
+from regwarden.config import RegistryNotificationsSource
+from regwarden.sources.notifications import PATH, NotificationReceiver
+from regwarden.sources.registry_log import RegistryLogSource
+
+SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "unit" / "audit" / "samples" / "distribution-2.8-json.log"
+
+
+def bench_tailer(workdir: Path, lines: int) -> dict[str, float]:
+    sample = SAMPLE.read_bytes().splitlines()
+    log = workdir / "registry.log"
+    with log.open("wb") as f:
+        for i in range(lines):
+            line = sample[i % len(sample)]
+            if b'"http.request.id":"' in line:
+                start = line.index(b'"http.request.id":"') + 19
+                line = line[:start] + str(uuid.UUID(int=i)).encode() + line[start + 36:]
+            f.write(line + b"\n")
+    with make_context(workdir / "state-tail") as collected:
+        source = RegistryLogSource(log, "internal", poll_interval=0.05)
+        started, cpu = time.perf_counter(), time.process_time()
+        source.start(collected.ctx)
+        collected.wait("all lines", lambda: len(collected.events) >= lines, timeout=3600)
+        seconds, cpu_used = time.perf_counter() - started, time.process_time() - cpu
+        source.stop()
+    return {"lines": lines, "seconds": seconds, "lines_per_s": lines / seconds, "cpu": cpu_used,
+            "bytes": log.stat().st_size}
+
+
+def envelope(event_id: str) -> bytes:
+    return json.dumps({"events": [{
+        "id": event_id, "timestamp": "2026-11-27T07:09:50.5Z", "action": "pull",
+        "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "repository": "team/app",
+                   "tag": "1", "digest": "sha256:" + "a" * 64,
+                   "url": "http://127.0.0.1:5000/v2/team/app/manifests/sha256:" + "a" * 64},
+        "request": {"id": "r-" + event_id, "addr": "127.0.0.1:4000", "host": "127.0.0.1:5000", "method": "GET",
+                    "useragent": "docker/20.10"},
+        "actor": {"name": "alice"}, "source": {"addr": "reg:5000", "instanceID": "x"}}]}).encode()
+
+
+def bench_receiver(workdir: Path, envelopes: int, clients: int) -> dict[str, float]:
+    token_file = workdir / "token"
+    token_file.write_text("bench-token")
+    token_file.chmod(0o600)
+    port = free_port()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    local = threading.local()
+    with make_context(workdir / "state-notify") as collected:
+        receiver = NotificationReceiver(RegistryNotificationsSource(listen=f"127.0.0.1:{port}", token_file=token_file))
+        receiver.start(collected.ctx)
+        url = f"http://127.0.0.1:{port}{PATH}"
+
+        def post(n: int) -> int:
+            session = getattr(local, "session", None) or requests.Session()
+            local.session = session
+            began = time.perf_counter()
+            status = session.post(url, data=envelope(f"e{n}"), timeout=10,
+                                  headers={"Authorization": "Bearer bench-token"}).status_code
+            with lock:
+                latencies.append(time.perf_counter() - began)
+            return status
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=clients) as pool:
+            statuses = list(pool.map(post, range(envelopes)))
+        collected.wait("all events", lambda: len(collected.events) >= envelopes, timeout=600)
+        seconds = time.perf_counter() - started
+        receiver.stop()
+    assert statuses.count(200) == envelopes, statuses[:5]
+    latencies.sort()
+    return {"envelopes": envelopes, "seconds": seconds, "per_s": envelopes / seconds,
+            "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * len(latencies))]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lines", type=int, default=200_000)
+    parser.add_argument("--envelopes", type=int, default=5_000)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        print(json.dumps({"tailer": bench_tailer(Path(tmp), args.lines)}))
+        print(json.dumps({"receiver": bench_receiver(Path(tmp), args.envelopes, args.clients)}))
+
+
+if __name__ == "__main__":
+    main()
