@@ -121,6 +121,7 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._dirty = False
         self._closed = False
+        self._flush_each = False  # write_through: every append is flushed to the OS
         self._broken: str | None = None  # set when a write or fsync failed; the next append recovers
         self._lost: list[tuple[int, int]] = []  # seq ranges acknowledged but lost with a failed write
         self._wake = threading.Event()
@@ -166,6 +167,8 @@ class AuditWriter:
                     self._sync()
                 else:
                     self._dirty = True
+                    if self._flush_each:
+                        self._file.flush()
             except OSError as exc:
                 self._broken = exc.strerror or str(exc)
                 with contextlib.suppress(AuditError):
@@ -187,16 +190,17 @@ class AuditWriter:
                 self._checked_sync()
 
     def write_through(self) -> None:
-        """Stop the flush thread; from now on every append is fsynced before it returns (shutdown)."""
-        self._stop_flusher()
+        """fsync now, and from now on hand every append to the OS before it returns (shutdown: what
+        the bus still delivers survives the process's exit; fsync goes on at the interval)."""
         with self._lock:
-            self._interval = 0
+            self._flush_each = True
             if not self._closed and self._broken is None:
                 self._checked_sync()
 
     def resume_batching(self, fsync_interval: float) -> None:
-        """Go back to batched fsync (a component started again after `write_through`)."""
+        """Back to buffered appends (a component started again after `write_through`)."""
         with self._lock:
+            self._flush_each = False
             self._interval = fsync_interval
         if fsync_interval > 0 and self._flusher is None:
             self._start_flusher()

@@ -3,29 +3,40 @@
 Always on; the file is `daemon.audit_log`. The writer is kept per path for the life of the process,
 so a reload (stop, start) continues the same chain and never has two writers on one file. `stop`
 does not unsubscribe: the bus is drained after components stop, and what it still delivers is
-written through (fsynced before the handler returns) until the process exits.
+handed to the OS before the handler returns, until the process exits.
+
+With `audit.hmac_key_vault_path` the chain is HMAC-keyed with the key kept in Vault (KV v2 entry,
+key `hmac_key`, at least 16 characters). The key is read in the background at start (retried with
+backoff while Vault is unreachable); until it arrives Events are held in memory (up to
+`buffer_limit`, older ones dropped and reported as an `audit.gap`) and the component is not ready.
+The chain is never written with a weaker hash than configured.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from .. import redact
+from ..backoff import Backoff
 from ..component import Context, Health
-from ..errors import AuditError
+from ..errors import AuditError, RegwardenError
 from ..events import Event, Signal, utcnow
 from .chain import AuditWriter
 
-__all__ = ["AuditTrail"]
+__all__ = ["AuditTrail", "close_writers", "vault_hmac_key"]
 
 log = structlog.get_logger(__name__)
 
 _writers: dict[Path, AuditWriter] = {}
 _writers_lock = threading.Lock()
+_MIN_KEY_CHARS = 16
 
 
 def _shared_writer(path: Path, *, key: bytes | None, max_bytes: int, fsync_interval: float) -> AuditWriter:
@@ -47,40 +58,106 @@ def close_writers() -> None:
         _writers.clear()
 
 
+def vault_hmac_key(ctx: Context) -> bytes:
+    """The chain's HMAC key: field `hmac_key` of the KV v2 entry `audit.hmac_key_vault_path`
+    (MOUNT/PATH), current version. Registered for redaction."""
+    from ..vault.shared import vault_for
+
+    location = ctx.config.audit.hmac_key_vault_path or ""
+    mount, _, path = location.partition("/")
+    client = vault_for(ctx)
+    data = client.read_version(mount, path, client.read_metadata(mount, path).current_version)
+    value = data.get("hmac_key")
+    if not isinstance(value, str) or len(value) < _MIN_KEY_CHARS:
+        raise AuditError(f"Vault {location}: field 'hmac_key' is missing or shorter than {_MIN_KEY_CHARS}"
+                         " characters")
+    redact.register(value)
+    return value.encode()
+
+
 class AuditTrail:
     """Subscribes to the bus and appends each Event's record (Signals are not audit records).
 
-    `key`: the HMAC key for the chain, or None for plain SHA-256. When `audit.hmac_key_vault_path`
-    is set, the daemon reads the key from Vault and passes it here (the Vault adapter's job).
+    `key`: the HMAC key, or None. When None and `audit.hmac_key_vault_path` is set, `key_reader(ctx)`
+    (default: `vault_hmac_key`) provides it.
     """
 
     name = "audit"
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, *, key_reader: Callable[[Context], bytes] | None = None,
+                 buffer_limit: int = 10_000) -> None:
         self._key = key
+        self._key_reader = key_reader or vault_hmac_key
+        self._buffer_limit = buffer_limit
         self._ctx: Context | None = None
         self._writer: AuditWriter | None = None
         self._error: str | None = None
+        self._key_error: str | None = None
         self._written = 0
-        self._failed = 0  # appends that failed since the last loss report
+        self._failed = 0  # appends that failed (or Events dropped while waiting) since the last loss report
+        self._held: deque[Event] = deque()
+        self._held_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._fetcher: threading.Thread | None = None
 
     def start(self, ctx: Context) -> None:
         self._ctx = ctx
-        cfg = ctx.config
-        if cfg.audit.hmac_key_vault_path and self._key is None:
-            log.warning("audit_hmac_key_missing", vault_path=cfg.audit.hmac_key_vault_path,
-                        detail="chaining with plain SHA-256 until the key is provided")
-        self._writer = _shared_writer(cfg.daemon.audit_log, key=self._key, max_bytes=cfg.audit.max_bytes,
-                                      fsync_interval=cfg.audit.fsync_interval.total_seconds())
+        self._stop.clear()
         ctx.bus.unsubscribe(self.name)  # a previous instance (before a reload) hands over
         ctx.bus.subscribe(self.name, self.handle)
-        head = self._writer.head
-        log.info("audit_trail_started", path=str(cfg.daemon.audit_log), seq=head.seq,
-                 hmac=self._key is not None)
+        if self._key is None and ctx.config.audit.hmac_key_vault_path:
+            self._fetcher = threading.Thread(target=self._fetch_key, name="audit-hmac-key", daemon=True)
+            self._fetcher.start()
+        else:
+            self._open()
+
+    def _open(self) -> None:
+        assert self._ctx is not None
+        cfg = self._ctx.config
+        writer = _shared_writer(cfg.daemon.audit_log, key=self._key, max_bytes=cfg.audit.max_bytes,
+                                fsync_interval=cfg.audit.fsync_interval.total_seconds())
+        with self._held_lock:
+            self._writer = writer
+            held, self._held = self._held, deque()
+            for event in held:
+                self._write(event)
+        log.info("audit_trail_started", path=str(cfg.daemon.audit_log), seq=writer.head.seq,
+                 hmac=self._key is not None, held=len(held))
+
+    def _fetch_key(self) -> None:
+        assert self._ctx is not None
+        backoff = Backoff(initial=1.0, maximum=60.0)
+        while not self._stop.is_set():
+            try:
+                self._key = self._key_reader(self._ctx)
+            except RegwardenError as exc:
+                self._key_error = str(exc)
+                log.error("audit_hmac_key_unavailable", vault_path=self._ctx.config.audit.hmac_key_vault_path,
+                          error=self._key_error, held=len(self._held))
+                self._stop.wait(backoff.next())
+                continue
+            self._key_error = None
+            try:
+                self._open()
+            except AuditError as exc:
+                self._error = str(exc)
+                log.error("audit_trail_start_failed", error=self._error)
+            return
 
     def handle(self, item: Event | Signal) -> None:
-        if not isinstance(item, Event) or self._writer is None or self._ctx is None:
+        if not isinstance(item, Event) or self._ctx is None:
             return
+        with self._held_lock:
+            if self._writer is None:  # waiting for the HMAC key
+                if len(self._held) >= self._buffer_limit:
+                    self._held.popleft()
+                    self._failed += 1
+                self._held.append(item)
+                return
+        self._write(item)
+
+    def _write(self, item: Event) -> None:
+        assert self._ctx is not None and self._writer is not None
         metrics = self._ctx.metrics
         try:
             self._writer.append(item.record())
@@ -100,10 +177,12 @@ class AuditTrail:
             self._report_loss(lost)
 
     def _report_loss(self, lost: list[tuple[int, int]]) -> None:
-        """Writes failed (disk full, I/O error) and the writer recovered: say so with an audit.gap record
-        (through the bus, so the AuditGap detector sees it; written directly if the bus is full)."""
-        assert self._ctx is not None and self._writer is not None
-        detail: dict[str, Any] = {"reason": f"audit log writes failed: {self._error}",
+        """Records were not written (disk full, I/O error, dropped while waiting for the key) and the
+        trail works again: say so with an audit.gap record (through the bus, so that the AuditGap
+        detector sees it; written directly when the bus is full)."""
+        assert self._ctx is not None
+        why = self._error or "dropped while waiting for the HMAC key"
+        detail: dict[str, Any] = {"reason": f"audit records were not written: {why}",
                                   "records_not_written": self._failed}
         if lost:
             detail["lost_seq"] = [list(r) for r in lost]
@@ -114,9 +193,12 @@ class AuditTrail:
         try:
             self._ctx.bus.publish(gap, timeout=0)  # never wait on the bus from its own dispatcher
         except queue.Full:
-            self.handle(gap)
+            self._write(gap)
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._fetcher is not None:
+            self._fetcher.join(2.0)
         if self._writer is not None:
             try:
                 self._writer.write_through()
@@ -124,15 +206,18 @@ class AuditTrail:
                 log.error("audit_flush_failed", error=str(exc))
 
     def health(self) -> Health:
-        if self._writer is None:
+        if self._ctx is None:
             return Health(False, "not started")
+        if self._writer is None:
+            reason = f": {self._key_error}" if self._key_error else ""
+            return Health(False, f"waiting for the audit HMAC key from Vault ({len(self._held)} events held){reason}")
         if self._error is not None:
             return Health(False, f"audit writes failing: {self._error}")
         return Health(True)
 
     def status(self) -> dict[str, Any]:
         if self._writer is None:
-            return {"started": False}
+            return {"started": False, "held": len(self._held), "key_error": self._key_error}
         head = self._writer.head
         return {"path": str(self._writer.path), "seq": head.seq, "last_hash": head.hash,
                 "written": self._written, "hmac": self._key is not None, "error": self._error}

@@ -228,8 +228,8 @@ def test_flush_thread_makes_records_durable(log: Path) -> None:
     assert size > 0
 
 
-def test_write_through_syncs_each_append(log: Path) -> None:
-    """After write_through, each append is on disk when it returns."""
+def test_write_through_hands_each_append_to_the_os(log: Path) -> None:
+    """After write_through, each append is in the file when it returns."""
     writer = AuditWriter(log, fsync_interval=10)
     writer.write_through()
     writer.append(record(1))

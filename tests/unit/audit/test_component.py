@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from regwarden.audit.component import AuditTrail, close_writers
 from regwarden.bus import Bus
 from regwarden.component import Context
 from regwarden.config import AuditConfig, Config, DaemonConfig
+from regwarden.errors import AuditError
 from regwarden.events import Event, Signal
 from regwarden.metrics import Metrics
 from regwarden.state import StateStore
@@ -103,3 +106,64 @@ def test_hmac_key_is_used(ctx: Context) -> None:
     trail.stop()
     assert verify([ctx.config.daemon.audit_log], key=b"secret-key-0123456789").ok
     assert not verify([ctx.config.daemon.audit_log]).ok
+
+
+def keyed_ctx(ctx: Context) -> Context:
+    ctx.config = ctx.config.model_copy(update={"audit": ctx.config.audit.model_copy(
+        update={"hmac_key_vault_path": "secret/regwarden/audit-hmac"})})
+    return ctx
+
+
+def wait_for(what: str, ready: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_events_wait_for_the_hmac_key_and_are_chained_with_it(ctx: Context) -> None:
+    """With hmac_key_vault_path set, nothing is written until the key is read (retried); held Events are
+    then written in order with the key, and the component is not ready meanwhile."""
+    ctx = keyed_ctx(ctx)
+    answers: list[bytes | Exception] = [AuditError("Vault unreachable"), b"0123456789abcdef-key"]
+
+    def reader(_: Context) -> bytes:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    trail = AuditTrail(key_reader=reader)
+    trail.start(ctx)
+    ctx.bus.dispatch(event("image.push"))
+    ctx.bus.dispatch(event("image.pull"))
+    assert not trail.health().ready
+    wait_for("the key", lambda: trail.health().ready)
+    ctx.bus.dispatch(event("container.start"))
+    trail.stop()
+    assert [r["kind"] for r in records(ctx)] == ["image.push", "image.pull", "container.start"]
+    assert verify([ctx.config.daemon.audit_log], key=b"0123456789abcdef-key").ok
+    assert not verify([ctx.config.daemon.audit_log]).ok
+
+
+def test_events_dropped_while_waiting_for_the_key_are_reported_as_a_gap(ctx: Context) -> None:
+    """Beyond buffer_limit the oldest held Events are dropped, and an audit.gap record says how many."""
+    ctx = keyed_ctx(ctx)
+    release = threading.Event()
+
+    def reader(_: Context) -> bytes:
+        release.wait(10)
+        return b"0123456789abcdef-key"
+
+    trail = AuditTrail(key_reader=reader, buffer_limit=2)
+    trail.start(ctx)
+    for kind in ("a.one", "a.two", "a.three", "a.four", "a.five"):
+        ctx.bus.dispatch(event(kind))
+    ctx.bus.start()
+    release.set()
+    wait_for("the key", lambda: trail.health().ready)
+    ctx.bus.stop(5)  # delivers the gap record
+    trail.stop()
+    written = records(ctx)
+    assert [r["kind"] for r in written] == ["a.four", "a.five", "audit.gap"]
+    assert written[2]["detail"]["records_not_written"] == 3  # type: ignore[index]
