@@ -44,7 +44,7 @@ def build_components(cfg: Config) -> list[Component]:
     components.append(DependencyChecker())
     from .audit.component import AuditTrail
 
-    components.append(AuditTrail())  # always on; HMAC key from Vault: AuditTrail(key=...) (hook)
+    components.append(AuditTrail())  # always on; reads the HMAC key from Vault when configured
     from .audit.detectors import AuditDetectors
 
     components.append(AuditDetectors())
