@@ -1,0 +1,115 @@
+"""`regwarden run` with all three sources configured: engine events, registry log lines and registry
+notifications end up in the hash-chained audit log, which verifies; /readyz names a source that is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.harness import DockerEngine, RegistryServer, push_image, wait_for
+from tests.sources_support import free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[3]
+TOKEN = "daemon-notify-token-5b1e"
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def test_daemon_writes_what_every_source_sees_to_the_audit_log(
+    registry_factory: Callable[..., RegistryServer], dockerd_factory: Callable[..., DockerEngine],
+    tmp_path: Path,
+) -> None:
+    """A volume created in the engine, and a push to the registry (log lines and the notification with
+    its user) are audit records; the chain verifies; a stopped engine makes /readyz name docker-events."""
+    from tests.integration.harness import import_tiny_image
+
+    engine = dockerd_factory()
+    client = engine.client()
+    import_tiny_image(client)
+    listen, notify = free_port(), free_port()
+    registry = registry_factory(notifications_url=f"http://127.0.0.1:{notify}/v1/registry-events",
+                                notifications_token=TOKEN)
+    token_file = tmp_path / "notify-token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    audit_log = tmp_path / "audit.jsonl"
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[daemon]
+state_dir = "{tmp_path}/state"
+audit_log = "{audit_log}"
+listen = "127.0.0.1:{listen}"
+log_format = "json"
+
+[docker]
+host = "{engine.host}"
+
+[[registries]]
+name = "local"
+url = "{registry.url}"
+probe_interval = "1h"
+
+[sources.docker_events]
+enabled = true
+
+[[sources.registry_logs]]
+path = "{registry.log_path}"
+registry = "local"
+poll_interval = "100ms"
+
+[sources.registry_notifications]
+listen = "127.0.0.1:{notify}"
+token_file = "{token_file}"
+""")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "daemon") + os.pathsep + str(REPO / "plugins")}
+    env.pop("NOTIFY_SOCKET", None)
+    with (tmp_path / "daemon.log").open("wb") as out:
+        daemon = subprocess.Popen([sys.executable, "-m", "regwarden", "run", "-c", str(config)], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{listen}"
+        wait_for("the daemon to listen", lambda: requests.get(f"{base}/healthz", timeout=1).ok, 30)
+        client.volumes.create("audited-volume")
+        push_image(client, registry.host_port, "team/app", "7", auth=registry.auth_config)
+
+        def found() -> bool:
+            kinds = {(r["source"], r["kind"], (r.get("actor") or {}).get("user")) for r in records(audit_log)}
+            return {("docker", "volume.create", None), ("docker", "image.push", None),
+                    ("registry-notify", "image.push", registry.username)} <= kinds and any(
+                        r["source"] == "registry-log" and r["kind"] == "image.push" for r in records(audit_log))
+
+        wait_for("the three sources in the audit log", found, 60)
+        status = requests.get(f"{base}/status", timeout=5).json()["components"]
+        assert status["docker-events"]["state"] == "up"
+        assert status["registry-notifications"]["accepted"] >= 1
+
+        engine.stop()
+        wait_for("readyz to name the engine", lambda: "docker-events" in requests.get(f"{base}/readyz",
+                                                                                       timeout=5).text, 30)
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(5)
+        client.close()
+    verify = subprocess.run([sys.executable, "-m", "regwarden", "audit", "verify", str(audit_log)], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert TOKEN not in audit_log.read_text()
+    assert TOKEN not in (tmp_path / "daemon.log").read_text()
