@@ -37,6 +37,7 @@ class SourceComponent:
         self._stopping = threading.Event()
         self._stop_event: threading.Event | None = None
         self._connected = False  # set by the subclass once its input answers (`mark_up`)
+        self._waiting: str | None = None  # why a running source is not up yet (`mark_down`)
 
     @property
     def ctx(self) -> Context:
@@ -66,7 +67,14 @@ class SourceComponent:
         """Called by `run` once its input answers: the source is up (health, `regwarden_source_up`)."""
         self._set_up(True)
 
+    def mark_down(self, reason: str) -> None:
+        """Called by `run` while it waits for its input without failing (e.g. a log file not there yet)."""
+        self._waiting = reason
+        self._set_up(False)
+
     def _set_up(self, up: bool) -> None:
+        if up:
+            self._waiting = None
         self._connected = up
         self.ctx.metrics.source_up.labels(self.name).set(1 if up else 0)
 
@@ -91,7 +99,7 @@ class SourceComponent:
         if self._thread is None:
             return Health(False, "not started")
         if not self._connected:
-            return Health(False, f"down: {self._thread.last_error or 'connecting'}")
+            return Health(False, f"down: {self._thread.last_error or self._waiting or 'connecting'}")
         return Health(True)
 
     def status(self) -> dict[str, Any]:

@@ -254,7 +254,6 @@ class RegistryLogSource(SourceComponent):
         if plan.rotated_offset is not None and rotated is not None and cursor is not None:
             renamed = rotated.inode == cursor.get("inode")
             self._drain(self._rotated_path, plan.rotated_offset, store=renamed)
-        self.mark_up()
         current: _Open | None = None
         start_at = plan.offset
         try:
@@ -263,8 +262,10 @@ class RegistryLogSource(SourceComponent):
                     current = self._open(start_at)
                     start_at = 0
                     if current is None:
+                        self.mark_down(f"waiting for {self.path} to exist")
                         stop.wait(self._poll)
                         continue
+                    self.mark_up()
                 at_path = _file_state(self.path, current.pos)
                 change = detect_rotation(inode=current.inode, offset=current.pos, tail=current.tail,
                                          at_path=at_path)

@@ -241,3 +241,14 @@ def test_garbage_lines_are_kept_as_unparsed_and_counted(collected: Collected, tm
         wait_count(collected, 1)
     assert len(collected.of("registry-log", "registry.unparsed")) == 1
     assert collected.rejected("registry-log", "unparsed") == 1
+
+
+def test_missing_file_is_not_ready_until_it_appears(collected: Collected, tmp_path: Path) -> None:
+    """A log file that does not exist yet makes the source not ready (saying so), then it follows it."""
+    path = tmp_path / "registry.log"
+    with tailer(collected, path) as source:
+        collected.wait("not ready", lambda: "waiting for" in source.health().detail)
+        assert not source.health().ready
+        append(path, line(1))
+        wait_count(collected, 1)
+        assert source.health().ready
