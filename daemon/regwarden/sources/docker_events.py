@@ -97,9 +97,12 @@ class Gap:
 
 
 def raw_event_id(raw: dict[str, Any]) -> str:
-    """The event's identity, as `map_docker_event` names it: `timeNano:Actor.ID:Action`."""
-    actor = raw.get("Actor") or {}
-    return f"{raw.get('timeNano')}:{actor.get('ID', '')}:{raw.get('Action', '')}"
+    """The event's identity, as `map_docker_event` names it: `timeNano:Actor.ID:Action`.
+
+    Raises ValueError for an event without a time (which then has no identity either)."""
+    actor = raw.get("Actor")
+    actor_id = actor.get("ID", "") if isinstance(actor, dict) else ""
+    return f"{_time_nano(raw)}:{actor_id}:{raw.get('Action', '')}"
 
 
 def since_param(time_nano: int) -> str:
@@ -351,9 +354,9 @@ class DockerEventsSource(SourceComponent):
 
 
 def _time_nano(raw: dict[str, Any]) -> int:
-    value = raw.get("timeNano")
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(raw.get("time"), int):
-            return int(raw["time"]) * _NANO
-        raise ValueError("event without timeNano")
-    return value
+    """`timeNano`, or `time` in whole seconds for an engine that sends only that."""
+    for key, scale in (("timeNano", 1), ("time", _NANO)):
+        value = raw.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value * scale
+    raise ValueError("event without timeNano or time")

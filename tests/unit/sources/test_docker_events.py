@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from regwarden.audit.parse import map_docker_event
 from regwarden.sources.docker_events import (
     ENGINE_BUFFER,
     DockerCursor,
@@ -40,7 +41,13 @@ def test_parse_engine_time(text: str, nanos: int) -> None:
 def test_raw_event_id_matches_the_mapped_event_id() -> None:
     """The cursor and the audit record name an event the same way: timeNano:Actor.ID:Action."""
     raw = {"Type": "container", "Action": "start", "Actor": {"ID": "c1"}, "timeNano": T}
+    seconds_only = {"Type": "volume", "Action": "create", "Actor": {"ID": "v"}, "time": 1795763396}
+    for event in (raw, seconds_only):
+        mapped = map_docker_event(event, host="h")
+        assert mapped is not None and raw_event_id(event) == mapped.id
     assert raw_event_id(raw) == f"{T}:c1:start"
+    with pytest.raises(ValueError):
+        raw_event_id({"Type": "volume", "Action": "create", "Actor": {"ID": "v"}})
 
 
 @pytest.mark.parametrize(("time_nano", "event_id", "duplicate"), [
