@@ -21,6 +21,7 @@ The four event-style alerts resolve `event_alert_hold` after their last occurren
 from __future__ import annotations
 
 import fnmatch
+import json
 import queue
 import threading
 from collections import deque
@@ -55,9 +56,14 @@ Severity = Literal["info", "warning", "critical"]
 
 
 class Rule(Protocol):
+    alertname: str
+
     def observe(self, event: Event) -> list[Signal]: ...
 
     def tick(self, now: datetime) -> list[Signal]: ...
+
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        """Take back an alert that was firing before a restart, so that `tick` resolves it."""
 
 
 def ip_of(addr: str | None) -> str | None:
@@ -82,6 +88,9 @@ class _Held:
              annotations: dict[str, str]) -> Signal:
         self._last[tuple(sorted(labels.items()))] = seen
         return Signal(labels=labels, firing=True, severity=severity, annotations=annotations, at=seen)
+
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        self._last[tuple(sorted(labels.items()))] = seen
 
     def tick(self, now: datetime) -> list[Signal]:
         done = [key for key, seen in self._last.items() if now - seen >= self._hold]
@@ -133,6 +142,9 @@ class AuthFailureBurst:
                                 f"{', '.join(sorted(users)) or 'unknown'}."),
             })]
 
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        self._firing[(labels.get("registry", ""), labels.get("addr", ""))] = seen
+
     def tick(self, now: datetime) -> list[Signal]:
         out = []
         for key, last in list(self._firing.items()):
@@ -171,6 +183,9 @@ class UnexpectedPushActor:
              "description": (f"{user} (from {event.actor.addr or 'unknown address'}) pushed {ref} to "
                              f"{target.registry or 'a registry'}; detectors.push_actors allows "
                              f"{', '.join(self._allowed)}.")})]
+
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        self._held.restore(labels, seen)
 
     def tick(self, now: datetime) -> list[Signal]:
         return self._held.tick(now)
@@ -228,6 +243,9 @@ class ProtectedTagOverwritten:
              "description": (f"{event.actor.user or 'an unknown user'} (from {event.actor.addr or 'unknown'}) "
                              f"pushed {name} to {registry or 'a registry'}: {before} -> {target.digest}.")})]
 
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        self._held.restore(labels, seen)
+
     def tick(self, now: datetime) -> list[Signal]:
         return self._held.tick(now)
 
@@ -263,6 +281,9 @@ class PullFromUnlistedRegistry:
              "description": (f"The Docker engine on {event.host} pulled {image}; detectors.pull_registries "
                              f"allows {', '.join(sorted(self._allowed))}.")})]
 
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        self._held.restore(labels, seen)
+
     def tick(self, now: datetime) -> list[Signal]:
         return self._held.tick(now)
 
@@ -283,6 +304,9 @@ class AuditGap:
             {"alertname": self.alertname, "source": event.source}, event.observed, "warning",
             {"summary": f"Audit gap in the {event.source} source",
              "description": f"{reason} (on {event.host}); see the audit.gap record for the time span."})]
+
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        self._held.restore(labels, seen)
 
     def tick(self, now: datetime) -> list[Signal]:
         return self._held.tick(now)
@@ -317,6 +341,8 @@ _DDL = """
 CREATE TABLE IF NOT EXISTS audit_tag_digests (
     registry TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,
     updated REAL NOT NULL, PRIMARY KEY (registry, repository, tag));
+CREATE TABLE IF NOT EXISTS audit_detector_firing (
+    labels TEXT PRIMARY KEY, alertname TEXT NOT NULL, last_seen TEXT NOT NULL);
 """
 
 
@@ -360,6 +386,7 @@ class AuditDetectors:
     def start(self, ctx: Context) -> None:
         self._ctx = ctx
         self._rules = build_rules(ctx.config, SqliteTagMemory(ctx))
+        self._restore_firing()
         ctx.bus.unsubscribe(self.name)
         ctx.bus.subscribe(self.name, self.handle)
         self._stop.clear()
@@ -398,7 +425,27 @@ class AuditDetectors:
                 log.warning("detector_signals_deferred", pending=len(self._pending))
                 return
             self._signals += 1
+            self._remember(signal)
             log.info("detector_signal", alertname=signal.labels["alertname"], firing=signal.firing)
+
+    def _remember(self, signal: Signal) -> None:
+        """Firing alerts are kept in the state store, so that they still resolve after a restart."""
+        assert self._ctx is not None
+        labels = json.dumps(signal.labels, sort_keys=True)
+        if signal.firing:
+            self._ctx.state.execute(
+                "INSERT INTO audit_detector_firing VALUES (?, ?, ?) ON CONFLICT(labels) DO UPDATE"
+                " SET last_seen=excluded.last_seen", (labels, signal.labels["alertname"], signal.at.isoformat()))
+        else:
+            self._ctx.state.execute("DELETE FROM audit_detector_firing WHERE labels = ?", (labels,))
+
+    def _restore_firing(self) -> None:
+        assert self._ctx is not None
+        by_name = {rule.alertname: rule for rule in self._rules}
+        for row in self._ctx.state.query("SELECT labels, alertname, last_seen FROM audit_detector_firing"):
+            rule = by_name.get(row["alertname"])
+            if rule is not None:
+                rule.restore(json.loads(row["labels"]), datetime.fromisoformat(row["last_seen"]))
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self._tick_interval):

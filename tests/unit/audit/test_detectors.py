@@ -280,3 +280,27 @@ def test_component_defers_signals_when_the_bus_is_full(ctx: Context) -> None:
     assert detectors.status()["signals"] == 1
     assert small._queue.get_nowait().labels["alertname"] == "RegistryAuthFailureBurst"
     detectors.stop()
+
+
+def test_firing_alerts_still_resolve_after_a_restart(ctx: Context) -> None:
+    """An alert firing when the daemon stopped is taken back from the state store and resolved later."""
+    ctx.config = ctx.config.model_copy(update={"detectors": DetectorsConfig(push_actors=["ci-*"])})
+    signals: list[Signal] = []
+    ctx.bus.subscribe("collect", lambda item: signals.append(item) if isinstance(item, Signal) else None)
+    ctx.bus.start()
+    first = AuditDetectors(tick_interval=3600)
+    first.start(ctx)
+    ctx.bus.dispatch(ev("image.push", user="mallory", tag="1"))
+    first.stop()
+    second = AuditDetectors(tick_interval=3600)
+    second.start(ctx)
+    second.tick(T0 + timedelta(minutes=30))
+    second.tick(T0 + HOLD)
+    for _ in range(500):
+        if len(signals) >= 2:
+            break
+        time.sleep(0.01)
+    ctx.bus.stop(5)
+    second.stop()
+    assert fired(signals) == [(True, PUSH_ACTOR), (False, PUSH_ACTOR)]
+    assert ctx.state.query("SELECT * FROM audit_detector_firing") == []
