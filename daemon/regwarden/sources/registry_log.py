@@ -195,6 +195,10 @@ def _file_state(path: Path, offset: int = 0) -> FileState | None:
         return None
 
 
+class _Stopped(Exception):
+    """Raised out of a long read when the source is asked to stop."""
+
+
 @dataclass
 class _Open:
     """The file being followed: position read so far, bytes held back, and the last bytes read."""
@@ -240,6 +244,8 @@ class RegistryLogSource(SourceComponent):
     def run(self, stop: threading.Event) -> None:
         try:
             self._follow(stop)
+        except _Stopped:
+            return
         except OSError as exc:
             raise AuditError(f"registry log {self.path}: {exc.strerror or exc}") from None
 
@@ -325,6 +331,8 @@ class RegistryLogSource(SourceComponent):
                 self._emit(line, truncated)
                 tail = (current.tail + chunk[max(0, consumed - _TAIL):consumed])[-_TAIL:]
                 self._store(current.inode, current.pos + consumed, tail)
+                if self._stop_event is not None and self._stop_event.is_set():
+                    raise _Stopped  # mid-file (catching up on a large log): the cursor is exact
             current.pos += len(chunk)
             current.tail = (current.tail + chunk)[-_TAIL:]
         return current.pos - begin

@@ -252,3 +252,17 @@ def test_missing_file_is_not_ready_until_it_appears(collected: Collected, tmp_pa
         append(path, line(1))
         wait_count(collected, 1)
         assert source.health().ready
+
+
+def test_stop_while_catching_up_resumes_exactly(collected: Collected, tmp_path: Path) -> None:
+    """Stopped in the middle of a large backlog, the tailer stops promptly and a new one continues at
+    the next line: every line once."""
+    path = tmp_path / "registry.log"
+    append(path, b"".join(line(n) for n in range(20_000)))
+    with tailer(collected, path):
+        collected.wait("some lines", lambda: len(numbers(collected)) >= 500)
+    stopped_at = len(numbers(collected))
+    with tailer(collected, path):
+        wait_count(collected, 20_000)
+    assert stopped_at < 20_000
+    assert numbers(collected) == list(range(20_000))
