@@ -52,6 +52,9 @@ GENESIS = "0" * 64
 _HASH_SUFFIX_LEN = len(',"hash":"') + 64 + len('"}')
 _RESERVED = frozenset({"seq", "prev", "hash"})
 _TAIL_WINDOW = 64 * 1024
+# the record's keys sorted, compact, ASCII only (non-ASCII escaped), anything else as str(); one
+# encoder for all appends (json.dumps with options builds a new one per call)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,7 @@ class AuditWriter:
         """Scrub secrets from `record`, chain it and write it; returns its seq."""
         if _RESERVED.intersection(record):
             raise ValueError(f"an audit record must not carry {sorted(_RESERVED.intersection(record))}")
-        rest = json.dumps(redact.scrub(record), sort_keys=True, separators=(",", ":"), default=str)
+        rest = _CANONICAL.encode(redact.scrub(record))
         with self._lock:
             if self._closed:
                 raise AuditError(f"audit log {self.path} is closed")
