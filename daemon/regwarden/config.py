@@ -136,7 +136,8 @@ SEVERITY_ORDER: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # a field's docstring is its description (docs/configuration.md is generated from them)
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 # --------------------------------------------------------------------------- [daemon]
@@ -144,13 +145,22 @@ class _Model(BaseModel):
 
 class DaemonConfig(_Model):
     state_dir: Path = Path("/var/lib/regwarden")
+    """Directory of the SQLite state (source cursors, credential journal, alert states, outbox) and the local API
+    socket; must survive restarts."""
     audit_log: Path = Path("/var/log/regwarden/audit.jsonl")
+    """The tamper-evident audit trail: one JSON object per line, hash-chained, mode 0600."""
     listen: ListenAddress = "127.0.0.1:9477"
+    """HOST:PORT of the read-only HTTP listener (/metrics /healthz /readyz /status)."""
     log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: console on a terminal, JSON otherwise (journald); json or console force one."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level logged."""
     host: str = ""
+    """Name used in audit records and alert labels; empty: the machine's hostname."""
     shutdown_timeout: Duration = timedelta(seconds=8)
+    """How long SIGTERM may take at most (0s..9s: systemd expects a stop within 10s)."""
     bus_capacity: int = Field(default=10_000, ge=100)
+    """Capacity of the in-memory event bus; a full bus slows the sources down, it never drops."""
 
     @property
     def hostname(self) -> str:
@@ -169,8 +179,11 @@ class DaemonConfig(_Model):
 
 class TokenAuth(_Model):
     method: Literal["token"]
+    """Log in with a Vault token."""
     token_file: Path | None = None
+    """File holding the token (mode 0600; re-read when the token is rejected)."""
     token_env: str | None = None
+    """Environment variable holding the token (instead of token_file)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -180,10 +193,15 @@ class TokenAuth(_Model):
 
 class AppRoleAuth(_Model):
     method: Literal["approle"]
+    """Log in with AppRole."""
     role_id_file: Path
+    """File holding the role ID."""
     secret_id_file: Path | None = None
+    """File holding the secret ID (mode 0600; a replaced file is used at the next login)."""
     secret_id_env: str | None = None
+    """Environment variable holding the secret ID (instead of secret_id_file)."""
     mount: str = "approle"
+    """Path the AppRole auth method is mounted at."""
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:
@@ -193,22 +211,34 @@ class AppRoleAuth(_Model):
 
 class CertAuth(_Model):
     method: Literal["cert"]
+    """Log in with a TLS client certificate (needs Vault's TLS listener)."""
     cert_file: Path
+    """PEM client certificate."""
     key_file: Path
+    """PEM private key of the certificate (mode 0600)."""
     role: str | None = None
+    """Certificate role to log in as; default: any role the certificate matches."""
     mount: str = "cert"
+    """Path the cert auth method is mounted at."""
 
 
 class VaultConfig(_Model):
     address: HttpUrl
+    """Vault (or OpenBao) URL."""
     ca_cert: Path | None = None
+    """CA bundle that signed Vault's server certificate; TLS verification is always on."""
     namespace: str | None = None
+    """Vault Enterprise / OpenBao namespace, if any."""
     auth: Annotated[TokenAuth | AppRoleAuth | CertAuth, Field(discriminator="method")]
+    """How regwarden logs in: a table with method = "token", "approle" or "cert" (keys below)."""
     timeout: Duration = timedelta(seconds=10)
+    """Timeout of one request to Vault."""
     # while Vault is unreachable, retries back off exponentially (with jitter) from 1s up to this
     retry_max: Duration = timedelta(minutes=5)
+    """While Vault is unreachable, retries back off exponentially with jitter from 1s up to this (1s..1h)."""
     # the KV v2 mount and path prefix for rotation locks (one entry per credential)
     lock_path: str = "secret/regwarden/locks"
+    """KV v2 path (mount first) under which rotation locks live, one entry per credential."""
 
     @field_validator("retry_max")
     @classmethod
@@ -223,11 +253,18 @@ class VaultConfig(_Model):
 
 class DockerConfig(_Model):
     host: DockerHost = "unix:///var/run/docker.sock"
+    """The Docker engine's API socket or URL."""
     client_configs: list[Path] = Field(default_factory=list)
+    """Docker client config.json files kept logged in (auths merged atomically, or the file's credential helper)."""
     certs_dir: Path = Path("/etc/docker/certs.d")
+    """Where client certificates for mTLS registries go (certs_dir/HOST:PORT, swapped atomically)."""
     timeout: Duration = timedelta(seconds=10)
+    """Timeout of calls to the engine and to credential helpers."""
     engine_audit_interval: Duration = timedelta(minutes=5)
+    """How often the engine's registry config (docker info) is audited."""
     insecure_registries_allowed: list[str] = Field(default_factory=list)
+    """Insecure registries (host:port, host or CIDR) expected in the engine's config; others raise
+    DockerInsecureRegistry. Loopback is always expected."""
 
 
 # --------------------------------------------------------------------------- [[registries]]
@@ -235,13 +272,21 @@ class DockerConfig(_Model):
 
 class RegistryConfig(_Model):
     name: Name
+    """Name of the registry in alerts, metrics and the audit trail."""
     url: HttpUrl
+    """Base URL of the registry (http:// or https://, with the port if not the default)."""
     credential: str | None = None
+    """The [[credentials]] entry used to log in; absent: the registry is used anonymously."""
     expect_auth: bool = False
+    """Alert (RegistryAnonymousAccess) when /v2/ answers 200 without credentials."""
     probe_interval: Duration = timedelta(seconds=30)
+    """How often the endpoint is probed; while probes fail, every probe_interval/4 (not below 5s)."""
     probe_timeout: Duration = timedelta(seconds=5)
+    """Deadline of one whole probe, all phases together."""
     ca_cert: Path | None = None
+    """CA bundle of a registry with a private CA (also written to certs.d for client-certificate credentials)."""
     failures_before_alert: int = Field(default=3, ge=1)
+    """Consecutive failed probes before RegistryProbeFailed fires; one success resolves it."""
 
     @property
     def host_port(self) -> str:
@@ -256,8 +301,11 @@ class RegistryConfig(_Model):
 
 class HtpasswdProvider(_Model):
     file: Path
+    """The registry's htpasswd file (the registry re-reads it while running)."""
     usernames: Annotated[list[str], Field(min_length=2, max_length=2)]
+    """Two usernames used alternately, so that the old credential stays valid during the overlap."""
     bcrypt_cost: int = Field(default=10, ge=4, le=15)
+    """bcrypt cost of new entries (4..15)."""
 
     @field_validator("usernames")
     @classmethod
@@ -272,30 +320,49 @@ class HtpasswdProvider(_Model):
 
 class PkiProvider(_Model):
     mount: str = "pki"
+    """Path of the PKI secrets engine."""
     role: str
+    """PKI role that issues the client certificates."""
     common_name: str
+    """Common name of the issued certificates."""
     ttl: Duration = timedelta(hours=24)
+    """Lifetime of an issued certificate."""
     renew_at: float = Field(default=0.66, gt=0.1, lt=0.95)
+    """Fraction of the lifetime after which a new certificate is issued (0.1..0.95)."""
 
 
 class CommandProvider(_Model):
     path: Path
+    """Executable implementing create/revoke (JSON over stdin/stdout, see README)."""
     args: list[str] = Field(default_factory=list)
+    """Arguments passed before the operation."""
     timeout: Duration = timedelta(seconds=60)
+    """How long one call may take before it is killed and counts as failed."""
 
 
 class CredentialConfig(_Model):
     name: Name
+    """Name of the credential, referenced by [[registries]] credential."""
     provider: Literal["vault-kv", "htpasswd", "vault-pki", "command"] = "vault-kv"
+    """Who produces it: vault-kv (someone else; consume only), htpasswd, vault-pki or command."""
     vault_path: str
+    """KV v2 MOUNT/PATH where the credential lives (data: username/password or certificate/private_key/ca_chain)."""
     watch_interval: Duration = timedelta(seconds=15)
+    """How often KV metadata (current_version) is read (jittered; at least 1s)."""
     rotate_every: Duration | None = None
+    """Rotate this long after the last rotation (producing providers only)."""
     rotate_cron: str | None = None
+    """Rotate on a 5-field cron schedule (UTC) instead of rotate_every."""
     max_age: Duration | None = None
+    """Alert (CredentialTooOld) when the credential is older than this."""
     overlap: Duration = timedelta(minutes=2)
+    """How long the old credential stays valid after a new one is published (> 2 x watch_interval)."""
     htpasswd: HtpasswdProvider | None = None
+    """Options of the htpasswd provider."""
     pki: PkiProvider | None = None
+    """Options of the vault-pki provider."""
     command: CommandProvider | None = None
+    """Options of the command provider."""
 
     @field_validator("vault_path")
     @classmethod
@@ -349,21 +416,31 @@ class CredentialConfig(_Model):
 
 class DockerEventsSource(_Model):
     enabled: bool = True
+    """Read the engine's events ([docker].host) into the audit trail."""
 
 
 class RegistryLogSource(_Model):
     path: Path
+    """The registry's log file (followed across rename and copytruncate rotation)."""
     registry: str
+    """The [[registries]] entry this log belongs to."""
     poll_interval: Duration = timedelta(milliseconds=250)
+    """How often the file is polled for new lines and rotation."""
 
 
 class RegistryNotificationsSource(_Model):
     listen: ListenAddress = "127.0.0.1:9478"
+    """HOST:PORT the receiver listens on; point the registry's notifications at http(s)://HOST:PORT/v1/registry-events."""
     token_file: Path | None = None
+    """File holding the bearer token the registry sends (mode 0600)."""
     token_env: str | None = None
+    """Environment variable holding the bearer token (instead of token_file)."""
     tls_cert_file: Path | None = None
+    """TLS certificate for registries on other hosts (with tls_key_file)."""
     tls_key_file: Path | None = None
+    """Private key of tls_cert_file (mode 0600)."""
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Larger bodies are refused with 413 without being read (at least 1024)."""
 
     @model_validator(mode="after")
     def _token_and_tls(self) -> Self:
@@ -375,8 +452,11 @@ class RegistryNotificationsSource(_Model):
 
 class SourcesConfig(_Model):
     docker_events: DockerEventsSource | None = None
+    """Docker engine events."""
     registry_logs: list[RegistryLogSource] = Field(default_factory=list)
+    """Registry log files, one table each."""
     registry_notifications: RegistryNotificationsSource | None = None
+    """Receiver of registry notifications."""
 
 
 # --------------------------------------------------------------------------- [audit] [detectors] [alerts]
@@ -384,32 +464,49 @@ class SourcesConfig(_Model):
 
 class AuditConfig(_Model):
     max_bytes: int = Field(default=256 * 1024 * 1024, ge=4096)
+    """Rotate the audit log at this size to audit.jsonl.1 (older files shift; none is deleted)."""
     fsync_interval: Duration = timedelta(milliseconds=100)
+    """At most this much of records is at risk before an fsync."""
     hmac_key_vault_path: str | None = None
+    """KV v2 MOUNT/PATH of an HMAC key (key "hmac_key") for the chain; absent: plain SHA-256."""
 
 
 class DetectorsConfig(_Model):
     auth_failure_burst: int = Field(default=10, ge=1)
+    """Failed logins from one address within auth_failure_window that raise RegistryAuthFailureBurst."""
     auth_failure_window: Duration = timedelta(minutes=1)
+    """Window of the auth-failure burst rule."""
     push_actors: list[str] = Field(default_factory=list)
+    """Users allowed to push (globs); others raise UnexpectedPushActor. Empty: any."""
     protected_tags: list[str] = Field(default_factory=list)
+    """repository:tag globs that must never move to another digest (ProtectedTagOverwritten)."""
     pull_registries: list[str] = Field(default_factory=list)
+    """Registries the engine may pull from ([[registries]] names; docker.io for Docker Hub). Empty: any."""
     # event-style alerts (push actor, protected tag, unlisted pull, audit gap) resolve this long after
     # their last occurrence
     event_alert_hold: Duration = timedelta(hours=1)
+    """Event-style alerts resolve this long after their last occurrence."""
     credential_expiry_warning: Duration = timedelta(days=7)
+    """Warn this long before a credential (certificate) expires."""
     tls_expiry_warning: Duration = timedelta(days=14)
+    """RegistryTLSCertExpiring fires when a registry's chain expires within this."""
 
 
 class AlertsConfig(_Model):
     group_wait: Duration = timedelta(seconds=10)
+    """Wait this long to group alerts before the first notification of a group."""
     group_interval: Duration = timedelta(minutes=5)
+    """Wait this long before notifying about changes to a group already notified."""
     repeat_interval: Duration = timedelta(hours=4)
+    """Notify again about an alert still firing after this long."""
     retry_max: Duration = timedelta(minutes=5)
+    """Longest wait between delivery retries to a sink (never sooner than its Retry-After)."""
     # labels whose values split alerts into notification groups (alertname is always one of them)
     group_by: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(
         default_factory=lambda: ["alertname"])
+    """Labels that split alerts into notification groups; alertname is always one."""
     send_timeout: Duration = timedelta(seconds=10)
+    """How long one delivery attempt may take before it counts as a retryable failure."""
 
     @field_validator("group_by")
     @classmethod
@@ -430,13 +527,19 @@ class AlertsConfig(_Model):
 class SinkConfig(BaseModel):
     """Common sink options; the sink plugin validates the rest (`options`) with its own model."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", use_attribute_docstrings=True)
 
     name: Name
+    """Name of the sink in logs, metrics and `regwarden alerts test`."""
     type: Name
+    """The sink plugin (entry point in group regwarden.sinks): log, slack, alertmanager, webhook, or a third-party
+    one."""
     min_severity: Severity = "info"
+    """Only alerts at least this severe go to this sink."""
     matchers: dict[str, str] = Field(default_factory=dict)
+    """Labels that must match: exact values, or "=~REGEX", "!=VALUE", "!~REGEX"."""
     pacing: Duration | None = None
+    """Minimum time between two messages to this sink; default: the plugin's own."""
 
     @field_validator("matchers")
     @classmethod
@@ -462,15 +565,25 @@ class SinkConfig(BaseModel):
 
 class Config(_Model):
     daemon: DaemonConfig
+    """The daemon itself (the only required table)."""
     vault: VaultConfig | None = None
+    """Vault or OpenBao, where credentials live; needed when [[credentials]] exist."""
     docker: DockerConfig | None = None
+    """The Docker engine and the client configs regwarden keeps logged in."""
     registries: list[RegistryConfig] = Field(default_factory=list)
+    """Registries: probed; each may name the credential used to log in."""
     credentials: list[CredentialConfig] = Field(default_factory=list)
+    """Credentials: where each lives in Vault and, if regwarden produces it, how."""
     sources: SourcesConfig = Field(default_factory=SourcesConfig)
+    """Audit sources."""
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    """The audit trail file."""
     detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
+    """Detection rules over audit events and probe results."""
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    """Alert grouping, repetition and delivery retries."""
     sinks: list[SinkConfig] = Field(default_factory=list)
+    """Where notifications go."""
 
     def registry(self, name: str) -> RegistryConfig:
         return next(r for r in self.registries if r.name == name)

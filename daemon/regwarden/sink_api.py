@@ -82,9 +82,11 @@ class Delivery:
 
 
 class SinkOptions(BaseModel):
-    """Base for a sink's own options (the keys of its `[[sinks]]` table besides the common ones)."""
+    """Base for a sink's own options (the keys of its `[[sinks]]` table besides the common ones).
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    A field's docstring is its description in docs/configuration.md."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 @runtime_checkable

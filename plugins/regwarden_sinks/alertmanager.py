@@ -33,13 +33,20 @@ _TEST_TTL = timedelta(minutes=5)  # a test alert ends by itself
 
 
 class AlertmanagerOptions(SinkOptions):
-    url: str  # Alertmanager's base URL, e.g. http://alertmanager:9093 (or a path prefix behind a proxy)
-    timeout: Duration | None = None  # upper bound per request (the core's send_timeout applies too)
-    ca_cert: Path | None = None  # CA bundle for an https URL; default: the system's
+    url: str
+    """Alertmanager's base URL, e.g. http://alertmanager:9093 (a path prefix behind a proxy is fine)."""
+    timeout: Duration | None = None
+    """Upper bound per request (the core's send_timeout applies too)."""
+    ca_cert: Path | None = None
+    """CA bundle for an https URL; default: the system's."""
     basic_auth_username: str | None = None
+    """Basic auth user (with basic_auth_password_file)."""
     basic_auth_password_file: Path | None = None
+    """File holding the basic auth password (mode 0600)."""
     bearer_token_file: Path | None = None
-    generator_url: str | None = None  # where a human can see why the alert fired (e.g. regwarden's /status)
+    """File holding a bearer token, instead of basic auth (mode 0600)."""
+    generator_url: str | None = None
+    """Where a human can see why the alert fired (e.g. regwarden's /status)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertmanagerOptions:

@@ -13,6 +13,7 @@ __all__ = ["LogSink"]
 
 class LogOptions(SinkOptions):
     level: Literal["info", "warning", "error"] = "warning"
+    """Log level of the alert_firing / alert_resolved lines."""
 
 
 class LogSink:

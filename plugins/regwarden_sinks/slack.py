@@ -47,11 +47,17 @@ _SDK_LOG = logging.Logger("regwarden_sinks.slack.sdk", level=logging.CRITICAL + 
 
 class SlackOptions(SinkOptions):
     webhook_url_file: Path | None = None
+    """File holding the incoming-webhook URL (mode 0600)."""
     webhook_url_env: str | None = None
+    """Environment variable holding the incoming-webhook URL."""
     bot_token_file: Path | None = None
+    """File holding a bot token (scope chat:write), instead of a webhook (mode 0600)."""
     bot_token_env: str | None = None
-    channel: str | None = None  # bot token only: channel ID or name
-    api_url: str = "https://slack.com/api/"  # bot token only: Web API base (GovSlack, tests)
+    """Environment variable holding a bot token, instead of a webhook."""
+    channel: str | None = None
+    """Bot token only: the channel ID or name to post to."""
+    api_url: str = "https://slack.com/api/"
+    """Bot token only: the Web API base URL (GovSlack, tests)."""
 
     @model_validator(mode="after")
     def _one_mode(self) -> SlackOptions:

@@ -40,13 +40,21 @@ _SECRET_HEADERS = ("authorization", "proxy-authorization", "cookie")
 
 class WebhookOptions(SinkOptions):
     url: str | None = None
+    """Endpoint URL (one of url, url_file, url_env)."""
     url_file: Path | None = None
+    """File holding the URL, when the URL itself is a secret (mode 0600)."""
     url_env: str | None = None
-    secret_file: Path | None = None  # HMAC key; no key: requests are not signed
+    """Environment variable holding the URL."""
+    secret_file: Path | None = None
+    """File holding the HMAC-SHA256 key that signs requests (mode 0600); no key: unsigned."""
     secret_env: str | None = None
-    timeout: Duration | None = None  # upper bound per request (the core's timeout applies too)
+    """Environment variable holding the HMAC key."""
+    timeout: Duration | None = None
+    """Upper bound per request (the core's send_timeout applies too)."""
     headers: dict[str, str] = Field(default_factory=dict)
-    ca_cert: Path | None = None  # CA bundle for https URLs; default: the system's
+    """Extra HTTP headers (no credentials here)."""
+    ca_cert: Path | None = None
+    """CA bundle for https URLs; default: the system's."""
 
     @model_validator(mode="after")
     def _sources(self) -> WebhookOptions:
