@@ -109,7 +109,11 @@ class AuditTrail:
             self._fetcher = threading.Thread(target=self._fetch_key, name="audit-hmac-key", daemon=True)
             self._fetcher.start()
         else:
-            self._open()
+            try:
+                self._open()
+            except AuditError as exc:
+                self._error = str(exc)
+                raise
 
     def _open(self) -> None:
         assert self._ctx is not None
@@ -209,6 +213,8 @@ class AuditTrail:
         if self._ctx is None:
             return Health(False, "not started")
         if self._writer is None:
+            if self._error is not None:
+                return Health(False, self._error)
             reason = f": {self._key_error}" if self._key_error else ""
             return Health(False, f"waiting for the audit HMAC key from Vault ({len(self._held)} events held){reason}")
         if self._error is not None:

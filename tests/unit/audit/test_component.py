@@ -167,3 +167,15 @@ def test_events_dropped_while_waiting_for_the_key_are_reported_as_a_gap(ctx: Con
     written = records(ctx)
     assert [r["kind"] for r in written] == ["a.four", "a.five", "audit.gap"]
     assert written[2]["detail"]["records_not_written"] == 3  # type: ignore[index]
+
+
+def test_unopenable_audit_log_fails_start_and_health_says_why(ctx: Context, tmp_path: Path) -> None:
+    """An audit_log that cannot be opened fails the start with AuditError and shows in health."""
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    ctx.config = ctx.config.model_copy(update={"daemon": ctx.config.daemon.model_copy(
+        update={"audit_log": tmp_path / "blocker" / "audit.jsonl"})})
+    trail = AuditTrail()
+    with pytest.raises(AuditError, match="cannot open audit log"):
+        trail.start(ctx)
+    health = trail.health()
+    assert not health.ready and "cannot open audit log" in health.detail
