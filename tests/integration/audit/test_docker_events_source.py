@@ -3,6 +3,8 @@ nothing and repeat nothing, or say where they could not tell (an `audit.gap` rec
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,13 @@ from typing import Any
 import pytest
 
 from regwarden.events import Event
-from regwarden.sources.docker_events import DockerEventsSource, raw_event_id
+from regwarden.sources.docker_events import (
+    ENGINE_BUFFER,
+    DockerEventsSource,
+    parse_engine_time,
+    raw_event_id,
+    since_param,
+)
 from tests.integration.harness import DockerEngine, import_tiny_image
 from tests.sources_support import Collected, make_context
 
@@ -22,8 +30,6 @@ def engine_events(engine: DockerEngine, since: str = "0.000000000") -> list[dict
     client = engine.client()
     try:
         now = client.info()["SystemTime"]
-        from regwarden.sources.docker_events import parse_engine_time, since_param
-
         return list(client.api.events(since=since, until=since_param(parse_engine_time(now)), decode=True))
     finally:
         client.close()
@@ -50,11 +56,56 @@ def caught_up(collected: Collected, engine: DockerEngine, since: str = "0.000000
     return lambda: {raw_event_id(r) for r in engine_events(engine, since)} <= set(docker_ids(collected.events))
 
 
+class Churn:
+    """A thread creating and removing volumes and tagging/untagging an image without pause, through
+    whatever happens to the engine (errors while it is down are ignored)."""
+
+    def __init__(self, engine: DockerEngine) -> None:
+        self.engine = engine
+        self.done = threading.Event()
+        self.rounds = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            try:
+                client = self.engine.client()
+                try:
+                    while not self.done.is_set():
+                        name = f"churn-{self.rounds}"
+                        client.volumes.create(name).remove()
+                        client.images.get("tiny:1").tag("tiny", name)
+                        client.images.remove(f"tiny:{name}")
+                        self.rounds += 1
+                finally:
+                    client.close()
+            except Exception:  # the engine is restarting
+                time.sleep(0.1)
+
+    def __enter__(self) -> Churn:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join(30)
+
+
+def event_time(event_id: str) -> int:
+    return int(event_id.split(":", 1)[0])
+
+
+def nanos(iso: str) -> int:
+    """`2026-11-27T08:05:10.463164292Z` (the gap record's from/to) → Unix nanoseconds."""
+    return parse_engine_time(iso)
+
+
 def test_engine_and_regwarden_restarts_lose_and_repeat_nothing(
     dockerd_factory: Callable[..., DockerEngine], tmp_path: Path,
 ) -> None:
-    """Through a regwarden restart and an engine restart (with a container running) the trail holds
-    every event the engine reports, each once, and one audit.gap covering the engine's restart."""
+    """With container, image and volume events flowing through a regwarden restart and an engine restart
+    (a container running), every event the engine reports is in the trail once, except events inside
+    the one audit.gap record, which covers the engine's restart."""
     engine = dockerd_factory()
     client = engine.client()
     import_tiny_image(client)
@@ -62,24 +113,26 @@ def test_engine_and_regwarden_restarts_lose_and_repeat_nothing(
         source = DockerEventsSource(engine.host)
         source.start(collected.ctx)
         activity(engine, "a1")
-        collected.wait("phase A", caught_up(collected, engine), timeout=60)
-
-        source.stop()  # regwarden restarts while the engine keeps working
-        activity(engine, "a2")
-        source = DockerEventsSource(engine.host)
-        source.start(collected.ctx)
+        with Churn(engine) as churn:
+            collected.wait("churn", lambda: churn.rounds >= 15)
+            source.stop()  # regwarden restarts while the engine keeps working
+            activity(engine, "a2")
+            source = DockerEventsSource(engine.host)
+            source.start(collected.ctx)
+            collected.wait("more churn", lambda: churn.rounds >= 30)
         collected.wait("phase A after resume", caught_up(collected, engine), timeout=60)
         assert collected.of("docker", "audit.gap") == []
+        phase_a = engine_events(engine)
 
         runner = client.containers.run("tiny:1", ["sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait"],
-                                       network_mode="none", detach=True, name="runner", stop_signal="TERM")
-        collected.wait("runner start", lambda: any(e.kind == "container.start" and "runner" in str(e.detail)
-                                                   for e in collected.events), timeout=30)
-        before_restart = engine_events(engine)
-        client.close()
-        engine.restart()
-        client = engine.client()
-        collected.wait("the gap record", lambda: bool(collected.of("docker", "audit.gap")), timeout=90)
+                                       network_mode="none", detach=True, name="runner")
+        with Churn(engine) as churn:
+            collected.wait("churn before the restart", lambda: churn.rounds >= 20)
+            before_restart = engine_events(engine, since_param(int(phase_a[-1]["timeNano"])))
+            engine.restart()
+            collected.wait("the gap record", lambda: bool(collected.of("docker", "audit.gap")), timeout=90)
+            start = churn.rounds
+            collected.wait("churn after the restart", lambda: churn.rounds >= start + 20, timeout=60)
         activity(engine, "b1")
         collected.wait("phase B", caught_up(collected, engine), timeout=60)
         after_restart = engine_events(engine)
@@ -87,18 +140,21 @@ def test_engine_and_regwarden_restarts_lose_and_repeat_nothing(
         runner.remove(force=True)
         client.close()
 
+    # the engine's reports are complete only while each window holds fewer events than its buffer
+    assert max(len(phase_a), len(before_restart), len(after_restart)) < ENGINE_BUFFER
     trail = docker_ids(collected.events)
     assert len(trail) == len(set(trail)), "an event was emitted twice"
-    truth = [raw_event_id(r) for r in before_restart] + [raw_event_id(r) for r in after_restart]
-    missing = [i for i in truth if i not in trail]
-    assert missing == [], "events the engine reported are missing from the trail"
     gaps = collected.of("docker", "audit.gap")
     assert len(gaps) == 1 and gaps[0].detail["reason"] == "engine_restarted"
-    # anything in the trail the engine no longer reports lies inside the gap (shutdown of the old engine)
-    extra = [e for e in collected.events if e.source == "docker" and e.id in set(trail) - set(truth)]
-    last_before = max(int(r["timeNano"]) for r in before_restart)
-    for event in extra:
-        assert int(str(event.id).split(":", 1)[0]) > last_before
+    gap_from, gap_to = nanos(gaps[0].detail["from"]), nanos(gaps[0].detail["to"])
+    truth = [raw_event_id(r) for r in phase_a + before_restart + after_restart]
+    missing = [i for i in truth if i not in trail and not gap_from < event_time(i) < gap_to]
+    assert missing == [], "events the engine reported are missing from the trail, outside the gap"
+    assert all(i in trail for i in map(raw_event_id, after_restart)), "the new engine's events are all kept"
+    assert gap_from == max(event_time(i) for i in trail if event_time(i) < gap_to), "the gap starts at the last event"
+    # what the trail holds beyond the engine's reports happened after the last report before the restart
+    last_reported = max(int(r["timeNano"]) for r in before_restart)
+    assert all(event_time(i) > last_reported for i in set(trail) - set(truth))
 
 
 def test_engine_down_reports_the_source_down_until_it_is_back(
