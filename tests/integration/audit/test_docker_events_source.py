@@ -177,3 +177,33 @@ def test_engine_down_reports_the_source_down_until_it_is_back(
                            and source.health().ready, timeout=60)
         finally:
             source.stop()
+
+
+def test_more_than_256_events_while_stopped_is_a_buffer_overflow_gap(
+    dockerd_factory: Callable[..., DockerEngine], tmp_path: Path,
+) -> None:
+    """Over 256 events while regwarden is stopped: the engine evicted the cursor's event, so the trail
+    gets an `engine_buffer_overflow` gap followed by exactly the 256 events the engine still holds."""
+    engine = dockerd_factory()
+    client = engine.client()
+    try:
+        with make_context(tmp_path / "state") as collected:
+            source = DockerEventsSource(engine.host)
+            source.start(collected.ctx)
+            client.volumes.create("first").remove()
+            collected.wait("first events", lambda: len(docker_ids(collected.events)) >= 2)
+            source.stop()
+            for n in range(140):  # 280 events
+                client.volumes.create(f"v{n}").remove()
+            held = [raw_event_id(r) for r in engine_events(engine, since_param(0))]
+            source = DockerEventsSource(engine.host)
+            source.start(collected.ctx)
+            collected.wait("the held events", lambda: set(held) <= set(docker_ids(collected.events)))
+            source.stop()
+    finally:
+        client.close()
+    assert len(held) == ENGINE_BUFFER
+    gaps = collected.of("docker", "audit.gap")
+    assert [g.detail["reason"] for g in gaps] == ["engine_buffer_overflow"]
+    after_gap = docker_ids(collected.events[collected.events.index(gaps[0]):])
+    assert after_gap == held
