@@ -114,6 +114,8 @@ class _Server(ThreadingHTTPServer):
                  tls: ssl.SSLContext | None) -> None:
         self.tls = tls
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, handler)
 
     def get_request(self) -> tuple[Any, Any]:
