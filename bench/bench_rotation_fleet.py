@@ -68,6 +68,11 @@ htpasswd = {{ file = "{registry.htpasswd_path}", usernames = ["fleet-a", "fleet-
     return config
 
 
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _held_password(path: Path, host_port: str) -> str | None:
     try:
         entry = json.loads(path.read_text())["auths"][host_port]["auth"]
@@ -91,7 +96,7 @@ def main() -> None:
     watch_s = float(args.watch_interval.rstrip("s"))
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'daemon'}{os.pathsep}{REPO / 'plugins'}"}
     with tempfile.TemporaryDirectory() as tmp, running(OpenBaoDev(Path(tmp))) as bao, \
-            running(RegistryServer(Path(tmp) / "registry")) as registry:
+            running(RegistryServer(_mkdir(Path(tmp) / "registry"))) as registry:
         token = Path(tmp) / "token"
         token.write_text(bao.token)
         token.chmod(0o600)

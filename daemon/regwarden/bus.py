@@ -47,10 +47,22 @@ class Bus:
         self._thread = threading.Thread(target=self._run, name="bus-dispatcher", daemon=True)
         self._thread.start()
 
+    def depth(self) -> int:
+        return self._queue.qsize()
+
     def alive(self, within: float) -> bool:
         """True if the dispatcher thread runs and has not been stuck in a handler for `within` seconds."""
         return bool(self._thread and self._thread.is_alive()) and (
             self._queue.empty() or time.monotonic() - self.heartbeat < within)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything published so far has been handled; False if not within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
+                return False
+            time.sleep(0.01)
+        return True
 
     def stop(self, timeout: float) -> bool:
         """Drain what is queued, then stop. Returns False if the queue was not drained in time."""
@@ -72,8 +84,12 @@ class Bus:
                 continue
             self.heartbeat = time.monotonic()
             if item is _STOP:
+                self._queue.task_done()
                 return
-            self.dispatch(item)
+            try:
+                self.dispatch(item)
+            finally:
+                self._queue.task_done()
             self._metrics.bus_depth.set(self._queue.qsize())
 
     def dispatch(self, item: Event | Signal) -> None:

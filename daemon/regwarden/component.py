@@ -62,7 +62,12 @@ class Context:
 
 
 class Component(Protocol):
-    """A part of the daemon. `start` must not block; `stop` must return within about 2 s."""
+    """A part of the daemon. `start` must not block; `stop` must return within about 2 s.
+
+    A component that handles bus items (audit writer, detectors, alert pipeline) sets the class
+    attribute `bus_consumer = True`: at shutdown and reload the daemon stops every other component
+    first, lets the bus drain into the consumers, and stops them last.
+    """
 
     name: str
 

@@ -132,12 +132,16 @@ class Daemon:
             except RegwardenError as exc:
                 log.error("component_start_failed", component=component.name, error=str(exc))
 
-    def _stop_components(self) -> None:
-        for component in reversed(self.components):
-            try:
-                component.stop()
-            except Exception:
-                log.exception("component_stop_failed", component=component.name)
+    def _stop_components(self, flush_timeout: float = 5.0) -> None:
+        """Stop the producers, let the bus drain into the consumers (audit, detectors, alerts), stop those."""
+        consumers = [c for c in self.components if getattr(c, "bus_consumer", False)]
+        producers = [c for c in self.components if c not in consumers]
+        for component in reversed(producers):
+            self._stop_one(component)
+        if not self.ctx.bus.flush(flush_timeout):
+            log.error("bus_not_drained", waiting=self.ctx.bus.depth())
+        for component in reversed(consumers):
+            self._stop_one(component)
         self.components = []
         # shared objects (the Vault client) belong to the daemon: rebuilt from the config at next start
         for shared in self.ctx.shared.values():
@@ -149,10 +153,17 @@ class Daemon:
                     log.exception("shared_close_failed")
         self.ctx.shared.clear()
 
+    @staticmethod
+    def _stop_one(component: Component) -> None:
+        try:
+            component.stop()
+        except Exception:
+            log.exception("component_stop_failed", component=component.name)
+
     def stop(self) -> None:
         deadline = time.monotonic() + self.ctx.config.daemon.shutdown_timeout.total_seconds()
         self.ctx.stopping.set()
-        self._stop_components()
+        self._stop_components(flush_timeout=max(0.5, deadline - time.monotonic() - 2.0))
         self.ctx.scheduler.shutdown(wait=False)
         if not self.ctx.bus.stop(max(0.5, deadline - time.monotonic() - 0.5)):
             log.error("bus_not_drained")

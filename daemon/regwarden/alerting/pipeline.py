@@ -68,6 +68,7 @@ class AlertPipeline:
     """The `alerting` component. `ingest` and `evaluate` are public so tests can drive time."""
 
     name = "alerting"
+    bus_consumer = True
 
     def __init__(self, *, loaded: LoadedSinks | None = None, tick: float = 1.0, run_threads: bool = True) -> None:
         self._loaded = loaded

@@ -83,6 +83,7 @@ class AuditTrail:
     """
 
     name = "audit"
+    bus_consumer = True  # stopped after the bus is drained, so no record is lost at shutdown
 
     def __init__(self, key: bytes | None = None, *, key_reader: Callable[[Context], bytes] | None = None,
                  buffer_limit: int = 10_000) -> None:

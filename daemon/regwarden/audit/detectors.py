@@ -371,6 +371,7 @@ class AuditDetectors:
     """Runs the rules on every Event of the bus and publishes their Signals; a ticker resolves."""
 
     name = "audit-detectors"
+    bus_consumer = True
 
     def __init__(self, tick_interval: float = 15.0) -> None:
         self._tick_interval = tick_interval
