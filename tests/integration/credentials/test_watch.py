@@ -92,3 +92,25 @@ def test_restart_rechecks_targets_without_reapplying(
     host.start()
     host.wait_applied(user, timeout=10)
     assert len(host.events("credential.applied")) == applied + 1
+
+
+def test_unreachable_registry_is_retried_at_the_normal_rhythm(
+        credentials_host: Callable[..., CredentialsHost], registry_factory: Callable[..., Any]) -> None:
+    """A version that could not be verified because the registry was down is applied as soon as the
+    registry answers again (not held back like a rejected one), and is not reported as rejected."""
+    own_registry = registry_factory()
+    host = credentials_host(registry=own_registry, watch_interval="2s")  # a slow retry: 20 s
+    first, second = "ci-1-" + host.name, "ci-2-" + host.name
+    host.put(first, secrets.token_urlsafe(16))
+    host.start()
+    host.wait_applied(first)
+
+    own_registry.add_user(second, password := secrets.token_urlsafe(16))
+    own_registry.stop()
+    version = host.put(second, password, register=False)
+    wait_for("verify attempt failed", lambda: host.status()["credentials"][host.name]["failed_version"] == version,
+             15)
+    assert host.status()["credentials"][host.name]["retry"] == "normal"
+    own_registry.start()
+    host.wait_applied(second, timeout=15)  # sooner than the slow timer (20 s) could
+    assert host.events("credential.verify_failed") == []
