@@ -29,6 +29,9 @@ __all__ = ["audit"]
 @click.group()
 def audit() -> None:
     """Verify, follow and search the tamper-evident audit trail."""
+    from ..logging import configure_logging
+
+    configure_logging("console", "warning")  # on stderr: stdout is the commands' output (--json)
 
 
 def _default_files(config_path: Path) -> tuple[Path, list[Path]]:
@@ -37,19 +40,42 @@ def _default_files(config_path: Path) -> tuple[Path, list[Path]]:
     return path, chain_files(path)
 
 
-def _read_key(key_file: Path | None) -> bytes | None:
-    if key_file is None:
+def _verify_key(key_file: Path | None, config_path: Path, config_needed: bool) -> bytes | None:
+    """--hmac-key-file, else the key in Vault when the config names one (`audit.hmac_key_vault_path`)."""
+    if key_file is not None:
+        key = key_file.read_bytes().strip()
+        if not key:
+            raise click.UsageError(f"{key_file}: the HMAC key file is empty")
+        return key
+    if not config_needed and not config_path.exists():
         return None
-    key = key_file.read_bytes().strip()
-    if not key:
-        raise click.UsageError(f"{key_file}: the HMAC key file is empty")
-    return key
+    cfg = load_or_exit(config_path, host_checks=False)
+    location = cfg.audit.hmac_key_vault_path
+    if not location:
+        return None
+    if cfg.vault is None:
+        click.echo(f"{config_path}: audit.hmac_key_vault_path needs a [vault] table", err=True)
+        sys.exit(2)
+    from ..errors import RegwardenError
+    from ..metrics import Metrics
+    from ..vault.client import VaultClient
+    from .component import read_hmac_key
+
+    client = VaultClient(cfg.vault, Metrics())
+    try:
+        return read_hmac_key(client, location)
+    except RegwardenError as exc:
+        click.echo(f"cannot read the audit HMAC key from Vault ({location}): {exc}", err=True)
+        sys.exit(2)
+    finally:
+        client.close()
 
 
 @audit.command("verify")
 @config_option
 @click.option("--hmac-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="File holding the chain's HMAC key (when audit.hmac_key_vault_path is used).")
+              help="File holding the chain's HMAC key; default: read from Vault when the config sets"
+                   " audit.hmac_key_vault_path.")
 @json_option
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def verify_command(config_path: Path, hmac_key_file: Path | None, as_json: bool, files: tuple[Path, ...]) -> None:
@@ -59,7 +85,7 @@ def verify_command(config_path: Path, hmac_key_file: Path | None, as_json: bool,
         click.echo("no audit log files found", err=True)
         sys.exit(2)
     started = time.monotonic()
-    result = verify(paths, key=_read_key(hmac_key_file))
+    result = verify(paths, key=_verify_key(hmac_key_file, config_path, config_needed=not files))
     elapsed = time.monotonic() - started
     if as_json:
         echo_json({**result.as_dict(), "seconds": round(elapsed, 3)})

@@ -19,7 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -30,7 +30,10 @@ from ..errors import AuditError, RegwardenError
 from ..events import Event, Signal, utcnow
 from .chain import AuditWriter
 
-__all__ = ["AuditTrail", "close_writers", "vault_hmac_key"]
+if TYPE_CHECKING:
+    from ..vault.client import VaultClient
+
+__all__ = ["AuditTrail", "close_writers", "read_hmac_key", "vault_hmac_key"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,13 +62,16 @@ def close_writers() -> None:
 
 
 def vault_hmac_key(ctx: Context) -> bytes:
-    """The chain's HMAC key: field `hmac_key` of the KV v2 entry `audit.hmac_key_vault_path`
-    (MOUNT/PATH), current version. Registered for redaction."""
+    """The chain's HMAC key from the daemon's shared Vault client (see `read_hmac_key`)."""
     from ..vault.shared import vault_for
 
-    location = ctx.config.audit.hmac_key_vault_path or ""
+    return read_hmac_key(vault_for(ctx), ctx.config.audit.hmac_key_vault_path or "")
+
+
+def read_hmac_key(client: VaultClient, location: str) -> bytes:
+    """Field `hmac_key` of the current version of the KV v2 entry `location` (MOUNT/PATH); registered
+    for redaction."""
     mount, _, path = location.partition("/")
-    client = vault_for(ctx)
     data = client.read_version(mount, path, client.read_metadata(mount, path).current_version)
     value = data.get("hmac_key")
     if not isinstance(value, str) or len(value) < _MIN_KEY_CHARS:

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
+from click.testing import CliRunner
 
 from regwarden.audit.chain import verify
 from regwarden.audit.component import AuditTrail, close_writers
 from regwarden.bus import Bus
+from regwarden.cli import main
 from regwarden.component import Context
 from regwarden.config import load_config
 from regwarden.events import Event, utcnow
@@ -64,3 +66,7 @@ hmac_key_vault_path = "secret/regwarden/audit-hmac"
     assert verify([log], key=key.encode()).ok
     assert not verify([log]).ok
     assert key not in log.read_text()
+    # `regwarden audit verify` reads the key from Vault itself when the config names it
+    done = CliRunner().invoke(main, ["audit", "verify", "-c", str(config)])
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("OK: 1 records") and key not in done.output
