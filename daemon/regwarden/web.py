@@ -37,7 +37,8 @@ class StatusServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, which never ran if start() did not
+            self._server.shutdown()
         self._server.server_close()
 
 
