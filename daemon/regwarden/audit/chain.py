@@ -52,6 +52,7 @@ GENESIS = "0" * 64
 _HASH_SUFFIX_LEN = len(',"hash":"') + 64 + len('"}')
 _RESERVED = frozenset({"seq", "prev", "hash"})
 _TAIL_WINDOW = 64 * 1024
+_TORN_MAX = 4 * 1024 * 1024  # longer than any record regwarden writes
 # the record's keys sorted, compact, ASCII only (non-ASCII escaped), anything else as str(); one
 # encoder for all appends (json.dumps with options builds a new one per call)
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
@@ -127,6 +128,7 @@ class AuditWriter:
         self._flush_each = False  # write_through: every append is flushed to the OS
         self._broken: str | None = None  # set when a write or fsync failed; the next append recovers
         self._lost: list[tuple[int, int]] = []  # seq ranges acknowledged but lost with a failed write
+        self.torn_bytes = 0  # bytes of an incomplete record cut at start or recovery (a crash, a failed write)
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
         try:
@@ -279,9 +281,10 @@ class AuditWriter:
                 return head
         return ChainHead(0, GENESIS)
 
-    @staticmethod
-    def _cut_torn_tail(path: Path) -> None:
-        """Cut an incomplete last line (a write torn by a crash: never fsynced, never acknowledged)."""
+    def _cut_torn_tail(self, path: Path) -> None:
+        """End an incomplete last line. Our own torn record (a write cut short by a crash: it starts
+        like a chain record and is not longer than a record can be) is cut off; anything else is kept
+        and ended with a newline, so that verify names it and the evidence stays."""
         try:
             size = path.stat().st_size
         except FileNotFoundError:
@@ -292,19 +295,22 @@ class AuditWriter:
             f.seek(size - 1)
             if f.read(1) == b"\n":
                 return
-            start = max(0, size - _TAIL_WINDOW)
-            while True:
-                f.seek(start)
-                chunk = f.read(size - start)
-                newline = chunk.rfind(b"\n")
-                if newline >= 0 or start == 0:
-                    keep = start + newline + 1 if newline >= 0 else 0
-                    break
-                start = max(0, start - _TAIL_WINDOW)
-            f.truncate(keep)
+            start = max(0, size - _TORN_MAX)
+            f.seek(start)
+            chunk = f.read(size - start)
+            newline = chunk.rfind(b"\n")
+            fragment = chunk[newline + 1:]
+            ours = (newline >= 0 or start == 0) and fragment.startswith(b'{"seq":')
+            if ours:
+                f.truncate(start + newline + 1)
+            else:
+                f.seek(0, 2)
+                f.write(b"\n")
             f.flush()
             os.fsync(f.fileno())
-        log.warning("audit_torn_tail_cut", path=str(path), bytes=size - keep)
+        self.torn_bytes += len(fragment) if ours else 0
+        log.warning("audit_torn_tail_cut" if ours else "audit_foreign_tail_ended", path=str(path),
+                    bytes=len(fragment))
 
     def _start_flusher(self) -> None:
         self._wake.clear()

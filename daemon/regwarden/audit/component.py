@@ -134,6 +134,8 @@ class AuditTrail:
                 self._write(event)
         log.info("audit_trail_started", path=str(cfg.daemon.audit_log), seq=writer.head.seq,
                  hmac=self._key is not None, held=len(held))
+        if writer.torn_bytes:
+            self._report_loss([], why="the daemon stopped while writing a record")
 
     def _fetch_key(self) -> None:
         assert self._ctx is not None
@@ -187,16 +189,19 @@ class AuditTrail:
         if lost or self._failed:
             self._report_loss(lost)
 
-    def _report_loss(self, lost: list[tuple[int, int]]) -> None:
+    def _report_loss(self, lost: list[tuple[int, int]], why: str | None = None) -> None:
         """Records were not written (disk full, I/O error, dropped while waiting for the key) and the
         trail works again: say so with an audit.gap record (through the bus, so that the AuditGap
         detector sees it; written directly when the bus is full)."""
-        assert self._ctx is not None
-        why = self._error or "dropped while waiting for the HMAC key"
+        assert self._ctx is not None and self._writer is not None
+        why = why or self._error or "dropped while waiting for the HMAC key"
         detail: dict[str, Any] = {"reason": f"audit records were not written: {why}",
                                   "records_not_written": self._failed}
         if lost:
             detail["lost_seq"] = [list(r) for r in lost]
+        if self._writer.torn_bytes:
+            detail["incomplete_record_bytes_cut"] = self._writer.torn_bytes
+            self._writer.torn_bytes = 0
         gap = Event(source="regwarden", kind="audit.gap", time=utcnow(), host=self._ctx.host, outcome="failure",
                     detail=detail)
         self._error, self._failed = None, 0

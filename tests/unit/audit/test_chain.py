@@ -157,6 +157,30 @@ def test_torn_last_line_is_cut_on_start(log: Path) -> None:
     assert result.ok and result.records == 4
 
 
+def test_torn_record_bytes_are_counted(log: Path) -> None:
+    """The writer says how many bytes of an incomplete record it cut."""
+    write(log, 2)
+    with log.open("ab") as f:
+        f.write(b'{"seq":3,"prev":"abc')
+    writer = AuditWriter(log)
+    writer.close()
+    assert writer.torn_bytes == len(b'{"seq":3,"prev":"abc')
+
+
+def test_foreign_unterminated_tail_is_kept_and_named(log: Path) -> None:
+    """An unterminated last line that is not a chain record is kept (ended with a newline), the chain
+    continues after the last valid record, and verify names the foreign line."""
+    write(log, 3)
+    with log.open("ab") as f:
+        f.write(b"someone was here")
+    write(log, 1)
+    lines = lines_of(log)
+    assert lines[3] == b"someone was here\n"
+    assert json.loads(lines[4])["seq"] == 4
+    broken = verify([log]).broken
+    assert broken is not None and (broken.line, broken.why) == (4, "not a chain record (edited)")
+
+
 def test_verify_reports_a_torn_line(log: Path) -> None:
     """verify names an incomplete last line."""
     write(log, 2)

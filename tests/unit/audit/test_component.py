@@ -179,3 +179,24 @@ def test_unopenable_audit_log_fails_start_and_health_says_why(ctx: Context, tmp_
         trail.start(ctx)
     health = trail.health()
     assert not health.ready and "cannot open audit log" in health.detail
+
+
+def test_record_torn_by_a_crash_is_reported_as_a_gap(ctx: Context) -> None:
+    """Starting on a log whose last record was cut short writes an audit.gap record saying so."""
+    log = ctx.config.daemon.audit_log
+    first = AuditTrail()
+    first.start(ctx)
+    ctx.bus.dispatch(event())
+    first.stop()
+    close_writers()
+    with log.open("ab") as f:
+        f.write(b'{"seq":2,"prev":"0123')
+    second = AuditTrail()
+    second.start(ctx)  # the gap Event goes on the bus
+    ctx.bus.start()
+    ctx.bus.stop(5)
+    second.stop()
+    written = records(ctx)
+    assert [r["kind"] for r in written] == ["image.push", "audit.gap"]
+    assert written[1]["detail"]["incomplete_record_bytes_cut"] == 21  # type: ignore[index]
+    assert verify([log]).ok
