@@ -13,8 +13,9 @@ chain has `prev` = 64 zeros; a rotated file's first record chains to the last on
 Rotation: when a line would take the current file past `max_bytes`, `audit.jsonl` becomes
 `audit.jsonl.1` (older ones shift to `.2`, `.3`, ...; none is deleted) and a new file continues the
 chain. Durability: lines are written through a buffer flushed and fsynced by a flush thread at most
-`fsync_interval` apart; a crash loses at most that much. A torn last line (no newline) left by a
-crash is cut off when the writer starts again.
+`fsync_interval` apart; a crash loses at most that much. A record torn by a crash (an unterminated
+last line that starts like a record) is cut off when the writer starts again; any other unterminated
+last line is kept and ended with a newline, for verify to name.
 """
 
 from __future__ import annotations
