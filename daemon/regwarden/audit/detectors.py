@@ -47,6 +47,7 @@ __all__ = [
     "SqliteTagMemory",
     "TagMemory",
     "UnexpectedPushActor",
+    "allowed_pull_hosts",
     "build_rules",
     "ip_of",
 ]
