@@ -104,6 +104,11 @@ LAZY_COMMANDS: dict[str, str] = {
 def main() -> None:
     """regwarden keeps Docker hosts' registry credentials fresh from Vault, keeps a tamper-evident
     audit trail, probes registries and alerts on-call."""
+    # Log lines of one-shot commands go to stderr at warning level, so stdout carries only the command's
+    # output (tables, --json). `run` and `demo` configure logging again from their config.
+    from .logging import configure_logging
+
+    configure_logging("auto", "warning", stream=sys.stderr)
 
 
 @main.command("check-config")
