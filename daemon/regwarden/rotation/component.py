@@ -118,9 +118,8 @@ class RotationManager:
         if rotator is None or self._stop.is_set():
             return
         try:
-            state = rotator.kv_state()
-            self._next_due[name] = state.due_at(rotator.credential)
-            self._check_age(rotator.credential, state.rotated_at)
+            self._next_due[name], rotated_at = rotator.due_at()
+            self._check_age(rotator.credential, rotated_at)
             if rotator._journal.open_for(name) is None and self._next_due[name] > datetime.now(UTC):
                 return
             self._run(rotator, force=False)

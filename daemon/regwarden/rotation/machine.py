@@ -41,14 +41,16 @@ class KvState:
     current: CredentialSecret | None
     rotated_at: datetime | None
 
+    def validity(self) -> tuple[datetime, datetime] | None:
+        if self.current is None or not self.current.certificate:
+            return None
+        try:
+            return cert_lifetime(self.current.certificate)
+        except ValueError:
+            return None
+
     def due_at(self, credential: CredentialConfig) -> datetime:
-        validity = None
-        if self.current is not None and self.current.certificate:
-            try:
-                validity = cert_lifetime(self.current.certificate)
-            except ValueError:
-                validity = None
-        return next_due(credential, self.rotated_at, validity)
+        return next_due(credential, self.rotated_at, self.validity())
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Rotator:
         self._on_step = on_step or (lambda _: None)
         self._verify_patience = verify_patience
         self._mutex = threading.Lock()  # one rotation of a credential at a time in this process
+        self._validity: tuple[int, tuple[datetime, datetime] | None] = (0, None)  # per KV version
 
     # ------------------------------------------------------------------ reading Vault
 
@@ -95,6 +98,27 @@ class Rotator:
             current = None
         return KvState(meta.current_version, current, _parse_time(meta.custom_metadata.get("rotated_at")))
 
+    def due_at(self) -> tuple[datetime, datetime | None]:
+        """(when the next rotation is due, when the last was), from KV metadata alone.
+
+        This runs every tick on every host, so it reads no secret data: only a certificate's lifetime
+        needs the data, and that is read once per new version.
+        """
+        cred = self.credential
+        try:
+            meta = self._vault.read_metadata(cred.mount, cred.path)
+        except VaultError as exc:
+            if exc.status == 404:
+                return next_due(cred, None), None
+            raise
+        rotated_at = _parse_time(meta.custom_metadata.get("rotated_at"))
+        validity = None
+        if cred.pki is not None and meta.current_version:
+            if self._validity[0] != meta.current_version:
+                self._validity = (meta.current_version, self.kv_state().validity())
+            validity = self._validity[1]
+        return next_due(cred, rotated_at, validity), rotated_at
+
     def lock_ttl(self) -> float:
         return self.credential.overlap.total_seconds() + 60.0
 
@@ -114,8 +138,7 @@ class Rotator:
         open_entry = self._journal.open_for(cred.name)
         if open_entry is not None:
             return self._resume(open_entry, published)
-        state = self.kv_state()
-        if not force and state.due_at(cred) > datetime.now(UTC):
+        if not force and self.due_at()[0] > datetime.now(UTC):
             return RotationOutcome(None, False, "not due")
         entry = self._journal.record(Entry(id=uuid.uuid4().hex, credential=cred.name, step="locking",
                                            started=time.time()))
