@@ -46,6 +46,7 @@ class RotationManager:
         self._stop = threading.Event()
         self._errors: dict[str, str] = {}
         self._next_due: dict[str, datetime] = {}
+        self._workers: dict[str, threading.Thread] = {}  # a rotation runs for minutes (overlap): not in the job
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -90,6 +91,9 @@ class RotationManager:
                 if job is not None:
                     job.remove()
             self._ctx.api.unroute("/v1/credentials/")
+        for worker in self._workers.values():
+            worker.join(2.0)  # they watch the stop event; an unfinished rotation resumes at next start
+        self._workers.clear()
         self._rotators.clear()
 
     def health(self) -> Health:
@@ -122,7 +126,13 @@ class RotationManager:
             self._check_age(rotator.credential, rotated_at)
             if rotator._journal.open_for(name) is None and self._next_due[name] > datetime.now(UTC):
                 return
-            self._run(rotator, force=False)
+            worker = self._workers.get(name)
+            if worker is not None and worker.is_alive():
+                return
+            worker = threading.Thread(target=self._run, args=(rotator,), kwargs={"force": False},
+                                      name=f"rotation-{name}", daemon=True)
+            self._workers[name] = worker
+            worker.start()
         except RegwardenError as exc:
             log.warning("rotation_check_failed", credential=name, error=str(exc))
 
