@@ -31,6 +31,7 @@ from tests.integration.harness import OpenBaoDev, RegistryServer, free_port, run
 
 def _config(workdir: Path, index: int, bao: OpenBaoDev, token: Path, registry: RegistryServer,
             watch: str, port: int) -> Path:
+    overlap = f"{2 * float(watch.rstrip('s')) + 5:g}s"  # just over the 2 x watch_interval minimum
     config = workdir / "regwarden.toml"
     config.write_text(f"""
 [daemon]
@@ -62,7 +63,7 @@ provider = "htpasswd"
 vault_path = "secret/bench/fleet"
 watch_interval = "{watch}"
 rotate_every = "24h"
-overlap = "2m"
+overlap = "{overlap}"
 htpasswd = {{ file = "{registry.htpasswd_path}", usernames = ["fleet-a", "fleet-b"] }}
 """)
     return config
@@ -79,6 +80,21 @@ def _held_password(path: Path, host_port: str) -> str | None:
     except (OSError, ValueError, KeyError):
         return None
     return base64.b64decode(entry).decode().partition(":")[2]
+
+
+def _wait_lock_free(kv: object, timeout: float = 300) -> None:
+    """Wait until no host holds the rotation lock (the previous rotation finished its overlap)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            lock = kv.read_secret_version(path="bench/locks/fleet", mount_point="secret",  # type: ignore[attr-defined]
+                                          raise_on_deleted_version=True)["data"]["data"]
+        except Exception:
+            return
+        if not lock.get("holder"):
+            return
+        time.sleep(0.5)
+    raise TimeoutError("the rotation lock was not released")
 
 
 def _vault_requests(port: int) -> float:
@@ -120,6 +136,7 @@ def main() -> None:
             base = sum(_vault_requests(p) for p in ports)
             delays: list[float] = []
             for _ in range(args.rotations):
+                _wait_lock_free(kv)
                 subprocess.run([sys.executable, "-m", "regwarden", "rotate", "fleet", "-c",
                                 str(dirs[0] / "regwarden.toml")], env=env, check=True, capture_output=True)
                 meta = kv.read_secret_metadata(path="bench/fleet", mount_point="secret")["data"]
