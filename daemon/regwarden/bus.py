@@ -1,8 +1,11 @@
 """The event bus: a bounded queue and one dispatcher thread that hands each item to every handler.
 
-Sources `publish` Events and Signals; a full queue blocks the publisher (back-pressure on the
-source, which keeps its cursor), never drops. A handler that raises is counted and logged; the
-others still run.
+Sources `publish` Events and Signals, or a batch of Events at once (`publish_batch`: a registry log
+tailer publishes the lines of one read together). The bus holds at most `capacity` Events and
+Signals (a batch counts its Events); a full bus blocks the publisher (back-pressure on the source,
+which keeps its cursor), never drops. A handler that raises is counted and logged; the others still
+run. A handler subscribed with a `batch` handler gets a batch in one call, in order with the single
+items around it; other handlers get its Events one by one.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import structlog
@@ -18,47 +22,83 @@ import structlog
 from .events import Event, Signal
 from .metrics import Metrics
 
-__all__ = ["Bus", "Handler"]
+__all__ = ["MAX_BATCH", "BatchHandler", "Bus", "Handler"]
 
 Handler = Callable[[Event | Signal], None]
+BatchHandler = Callable[[Sequence[Event]], None]
 log = structlog.get_logger(__name__)
+MAX_BATCH = 1024  # Events in one batch: keeps the bus bound meaningful and a handler call short
 _STOP = object()
 
 
 class Bus:
     def __init__(self, metrics: Metrics, capacity: int = 10_000) -> None:
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=capacity)
-        self._handlers: list[tuple[str, Handler]] = []
+        self._items: deque[Any] = deque()
+        self._capacity = capacity
+        self._held = 0  # Events and Signals queued (a batch counts its Events)
+        self._unfinished = 0  # queue items not yet fully handled (for `flush`)
+        self._cond = threading.Condition()
+        self._handlers: list[tuple[str, Handler, BatchHandler | None]] = []
         self._metrics = metrics
         self._thread: threading.Thread | None = None
         self.heartbeat = time.monotonic()
 
-    def subscribe(self, name: str, handler: Handler) -> None:
-        self._handlers.append((name, handler))
+    def subscribe(self, name: str, handler: Handler, batch: BatchHandler | None = None) -> None:
+        self._handlers = [*self._handlers, (name, handler, batch)]
 
     def unsubscribe(self, name: str) -> None:
-        self._handlers = [(n, h) for n, h in self._handlers if n != name]
+        self._handlers = [h for h in self._handlers if h[0] != name]
 
     def publish(self, item: Event | Signal, timeout: float | None = None) -> None:
         """Queue an item; blocks while the bus is full (raises queue.Full after `timeout`)."""
-        self._queue.put(item, timeout=timeout)
+        self._put(item, 1, timeout)
+
+    def publish_batch(self, events: Sequence[Event], timeout: float | None = None) -> None:
+        """Queue Events as one batch (at most MAX_BATCH; an empty one is ignored)."""
+        if len(events) > MAX_BATCH:
+            raise ValueError(f"a batch holds at most {MAX_BATCH} events, got {len(events)}")
+        if events:
+            self._put(list(events), len(events), timeout)
+
+    def _put(self, item: Any, count: int, timeout: float | None) -> None:
+        with self._cond:
+            # a batch larger than the whole capacity goes in alone, on an empty bus
+            if not self._cond.wait_for(lambda: self._held == 0 or self._held + count <= self._capacity, timeout):
+                raise queue.Full
+            self._items.append(item)
+            self._held += count
+            self._unfinished += 1
+            self._cond.notify_all()
+
+    def take(self) -> Any:
+        """Remove the oldest queued item (an Event, a Signal or a list of Events) without handling it;
+        None when the bus is empty. For a bus without a dispatcher (tests, one-shot commands)."""
+        with self._cond:
+            if not self._items or self._items[0] is _STOP:
+                return None
+            item = self._items.popleft()
+            self._held -= len(item) if type(item) is list else 1
+            self._unfinished -= 1
+            self._cond.notify_all()
+            return item
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="bus-dispatcher", daemon=True)
         self._thread.start()
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        """Events and Signals waiting."""
+        return self._held
 
     def alive(self, within: float) -> bool:
         """True if the dispatcher thread runs and has not been stuck in a handler for `within` seconds."""
         return bool(self._thread and self._thread.is_alive()) and (
-            self._queue.empty() or time.monotonic() - self.heartbeat < within)
+            not self._items or time.monotonic() - self.heartbeat < within)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything published so far has been handled; False if not within `timeout`."""
         deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
+        while self._unfinished:
             if time.monotonic() >= deadline or self._thread is None or not self._thread.is_alive():
                 return False
             time.sleep(0.01)
@@ -68,37 +108,65 @@ class Bus:
         """Drain what is queued, then stop. Returns False if the queue was not drained in time."""
         if self._thread is None:
             return True
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            return False
+        with self._cond:
+            self._items.append(_STOP)
+            self._unfinished += 1
+            self._cond.notify_all()
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _run(self) -> None:
         while True:
-            try:
-                item = self._queue.get(timeout=1.0)
-            except queue.Empty:
-                self.heartbeat = time.monotonic()
-                continue
+            with self._cond:
+                if not self._cond.wait_for(lambda: bool(self._items), 1.0):
+                    self.heartbeat = time.monotonic()
+                    continue
+                item = self._items.popleft()
             self.heartbeat = time.monotonic()
             if item is _STOP:
-                self._queue.task_done()
+                with self._cond:
+                    self._unfinished -= 1
                 return
+            count = len(item) if type(item) is list else 1
             try:
-                self.dispatch(item)
+                if type(item) is list:
+                    self.dispatch_batch(item)
+                else:
+                    self.dispatch(item)
             finally:
-                self._queue.task_done()
-            self._metrics.bus_depth.set(self._queue.qsize())
+                with self._cond:
+                    self._held -= count
+                    self._unfinished -= 1
+                    self._cond.notify_all()
+                self._metrics.bus_depth.set(self._held)
 
     def dispatch(self, item: Event | Signal) -> None:
         """Run every handler on one item (also used directly by tests and the CLI)."""
         if isinstance(item, Event):
             self._metrics.events.labels(item.source, item.kind).inc()
-        for name, handler in self._handlers:
+        for name, handler, _ in self._handlers:
             try:
                 handler(item)
             except Exception:
                 self._metrics.handler_errors.labels(name).inc()
                 log.exception("handler_failed", handler=name)
+
+    def dispatch_batch(self, events: Sequence[Event]) -> None:
+        """Run every handler on a batch: once for those that take batches, per Event for the others."""
+        counts = Counter((event.source, event.kind) for event in events)
+        for (source, kind), count in counts.items():
+            self._metrics.events.labels(source, kind).inc(count)
+        for name, handler, batch in self._handlers:
+            if batch is not None:
+                try:
+                    batch(events)
+                except Exception:
+                    self._metrics.handler_errors.labels(name).inc()
+                    log.exception("handler_failed", handler=name)
+                continue
+            for event in events:
+                try:
+                    handler(event)
+                except Exception:
+                    self._metrics.handler_errors.labels(name).inc()
+                    log.exception("handler_failed", handler=name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +56,10 @@ class Context:
 
     def emit(self, event: Event) -> None:
         self.bus.publish(event)
+
+    def emit_batch(self, events: Sequence[Event]) -> None:
+        """Publish Events together (at most bus.MAX_BATCH): one bus item, one audit write."""
+        self.bus.publish_batch(events)
 
     def signal(self, signal: Signal) -> None:
         self.bus.publish(signal)

@@ -86,7 +86,13 @@ class ProviderError(CredentialError):
 
 
 class AuditError(RegwardenError):
-    """The audit trail cannot be written, or a verification found a broken record."""
+    """The audit trail cannot be written, or a verification found a broken record.
+
+    `not_written`: from a batch append, how many of its last records were not taken."""
+
+    def __init__(self, message: str, *, not_written: int = 0) -> None:
+        super().__init__(message)
+        self.not_written = not_written
 
 
 class SinkError(RegwardenError):

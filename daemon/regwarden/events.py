@@ -2,17 +2,26 @@
 
 An Event is one thing that happened, in the audit trail's vocabulary (DESIGN.md, "Audit trail").
 Parsers are pure functions that return Events; sources put them on the bus.
+
+An Event holds its audit record (the JSON-ready dict the audit writer chains) and exposes the
+record's fields as attributes; `time` and `observed` are also kept as datetimes. The record is built
+once, when the Event is made: the audit trail writes every Event, and a registry log can bring
+thousands a second (bench/bench_audit.py), so nothing is converted twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-__all__ = ["Actor", "Event", "Signal", "Source", "Target", "utcnow"]
+from . import redact
+
+__all__ = ["Actor", "Event", "Outcome", "Signal", "Source", "Target", "iso", "utcnow"]
 
 Source = Literal["docker", "registry-log", "registry-notify", "regwarden"]
+Outcome = Literal["success", "failure", "unknown"]
 
 
 def utcnow() -> datetime:
@@ -25,6 +34,16 @@ class Actor:
     addr: str | None = None
     agent: str | None = None
 
+    def record(self) -> dict[str, str]:
+        out = {}
+        if self.user is not None:
+            out["user"] = self.user
+        if self.addr is not None:
+            out["addr"] = self.addr
+        if self.agent is not None:
+            out["agent"] = self.agent
+        return out
+
 
 @dataclass(frozen=True)
 class Target:
@@ -33,51 +52,136 @@ class Target:
     tag: str | None = None
     digest: str | None = None
 
+    def record(self) -> dict[str, str]:
+        return {k: v for k, v in (("registry", self.registry), ("repository", self.repository),
+                                  ("tag", self.tag), ("digest", self.digest)) if v is not None}
 
-@dataclass(frozen=True)
+
+_NO_ACTOR = Actor()
+
+
 class Event:
     """One normalised record. `time` is when it happened, `observed` when regwarden saw it.
 
     `detail` holds source-specific fields worth keeping (never secrets); `raw` holds the verbatim
-    input of an unparsed line (kind `registry.unparsed`).
+    input of an unparsed line (kind `registry.unparsed`). `id` is the source's own id (notification
+    event id, docker timeNano+id) for dedup. Events are values: do not change one or its record, make
+    another with `replace`.
     """
 
-    source: Source
-    kind: str
-    time: datetime
-    observed: datetime = field(default_factory=utcnow)
-    host: str = ""
-    actor: Actor = field(default_factory=Actor)
-    target: Target = field(default_factory=Target)
-    outcome: Literal["success", "failure", "unknown"] = "unknown"
-    status: int | None = None
-    request_id: str | None = None
-    id: str | None = None  # source's own id (notification event id, docker timeNano+id) for dedup
-    detail: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("_record", "observed", "time")
 
-    def record(self) -> dict[str, Any]:
-        """The JSON-ready audit record (without seq/prev/hash, which the writer adds)."""
-        out: dict[str, Any] = {
-            "time": _iso(self.time),
-            "observed": _iso(self.observed),
-            "source": self.source,
-            "host": self.host,
-            "kind": self.kind,
-            "actor": {k: v for k, v in vars(self.actor).items() if v is not None},  # not asdict: hot path
-            "target": {k: v for k, v in vars(self.target).items() if v is not None},
-            "outcome": self.outcome,
-            "status": self.status,
-            "request_id": self.request_id,
+    def __init__(self, source: Source, kind: str, time: datetime, observed: datetime | None = None,
+                 host: str = "", actor: Actor = _NO_ACTOR, target: Target | None = None,
+                 outcome: Outcome = "unknown", status: int | None = None, request_id: str | None = None,
+                 id: str | None = None, detail: Mapping[str, Any] | None = None) -> None:
+        seen = observed if observed is not None else utcnow()
+        record: dict[str, Any] = {
+            "time": iso(time), "observed": iso(seen), "source": source, "host": host, "kind": kind,
+            "actor": actor.record(), "target": target.record() if target is not None else {},
+            "outcome": outcome, "status": status, "request_id": request_id,
         }
-        if self.id is not None:
-            out["id"] = self.id
-        if self.detail:
-            out["detail"] = self.detail
-        return out
+        if id is not None:
+            record["id"] = id
+        if detail:  # the one free-form part: no key in a record names a secret (the writer relies on it)
+            record["detail"] = redact.without_secret_keys(dict(detail))
+        self._record = record
+        self.time = time
+        self.observed = seen
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], time: datetime, observed: datetime) -> Event:
+        """An Event around a record built by a parser (the fast path: no checks, no copy). The record
+        has the keys `__init__` writes, with `time` and `observed` as `iso()` of the two datetimes, and
+        its free-form parts have been through `redact.without_secret_keys`."""
+        event = object.__new__(cls)
+        event._record = record
+        event.time = time
+        event.observed = observed
+        return event
+
+    def record(self) -> Mapping[str, Any]:
+        """The JSON-ready audit record (without seq/prev/hash, which the writer adds)."""
+        return self._record
+
+    def replace(self, **changes: Any) -> Event:
+        """A copy with some fields changed (the constructor's keywords)."""
+        fields: dict[str, Any] = {
+            "source": self.source, "kind": self.kind, "time": self.time, "observed": self.observed,
+            "host": self.host, "actor": self.actor, "target": self.target, "outcome": self.outcome,
+            "status": self.status, "request_id": self.request_id, "id": self.id, "detail": self.detail}
+        fields.update(changes)
+        return Event(**fields)
+
+    @property
+    def source(self) -> Source:
+        return cast(Source, self._record["source"])
+
+    @property
+    def kind(self) -> str:
+        return cast(str, self._record["kind"])
+
+    @property
+    def host(self) -> str:
+        return cast(str, self._record["host"])
+
+    @property
+    def actor(self) -> Actor:
+        a = self._record["actor"]
+        return Actor(a.get("user"), a.get("addr"), a.get("agent")) if a else _NO_ACTOR
+
+    @property
+    def target(self) -> Target:
+        t = self._record["target"]
+        return Target(t.get("registry"), t.get("repository"), t.get("tag"), t.get("digest"))
+
+    @property
+    def outcome(self) -> Outcome:
+        return cast(Outcome, self._record["outcome"])
+
+    @property
+    def status(self) -> int | None:
+        return cast("int | None", self._record["status"])
+
+    @property
+    def request_id(self) -> str | None:
+        return cast("str | None", self._record["request_id"])
+
+    @property
+    def id(self) -> str | None:
+        return cast("str | None", self._record.get("id"))
+
+    @property
+    def detail(self) -> Mapping[str, Any]:
+        return cast("Mapping[str, Any]", self._record.get("detail", _EMPTY))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._record == other._record
+
+    __hash__ = None  # type: ignore[assignment]  # a value with a dict inside
+
+    def __repr__(self) -> str:
+        return f"Event({self._record!r})"
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+_EMPTY: Mapping[str, Any] = {}
+
+_last_iso: tuple[datetime, str] = (datetime(1970, 1, 1, tzinfo=UTC), "1970-01-01T00:00:00.000000Z")
+
+
+def iso(value: datetime) -> str:
+    """`value` in UTC as the audit trail writes times: `2026-11-27T07:09:48.450527Z`.
+
+    Remembers the last one: a source stamps every line of a read with the same `observed`."""
+    global _last_iso  # noqa: PLW0603 - a one-entry cache; a tuple swap is atomic
+    last = _last_iso
+    if last[0] is value:
+        return last[1]
+    text = value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    _last_iso = (value, text)
+    return text
 
 
 @dataclass(frozen=True)

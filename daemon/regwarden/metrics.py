@@ -46,7 +46,7 @@ class Metrics:
                                        ["source"], registry=r)
         self.source_lag = Gauge("regwarden_source_lag_seconds", "Observed minus event time of the last event.",
                                 ["source"], registry=r)
-        self.bus_depth = Gauge("regwarden_bus_queue_depth", "Items waiting on the event bus.", registry=r)
+        self.bus_depth = Gauge("regwarden_bus_queue_depth", "Events and Signals waiting on the event bus.", registry=r)
         self.handler_errors = Counter("regwarden_handler_errors_total", "Exceptions raised by bus handlers.",
                                       ["handler"], registry=r)
 

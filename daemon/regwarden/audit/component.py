@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +111,7 @@ class AuditTrail:
         self._ctx = ctx
         self._stop.clear()
         ctx.bus.unsubscribe(self.name)  # a previous instance (before a reload) hands over
-        ctx.bus.subscribe(self.name, self.handle)
+        ctx.bus.subscribe(self.name, self.handle, self.handle_batch)
         if self._key is None and ctx.config.audit.hmac_key_vault_path:
             self._fetcher = threading.Thread(target=self._fetch_key, name="audit-hmac-key", daemon=True)
             self._fetcher.start()
@@ -130,8 +130,8 @@ class AuditTrail:
         with self._held_lock:
             self._writer = writer
             held, self._held = self._held, deque()
-            for event in held:
-                self._write(event)
+            if held:
+                self._write(list(held))
         log.info("audit_trail_started", path=str(cfg.daemon.audit_log), seq=writer.head.seq,
                  hmac=self._key is not None, held=len(held))
         if writer.torn_bytes:
@@ -158,33 +158,43 @@ class AuditTrail:
             return
 
     def handle(self, item: Event | Signal) -> None:
-        if not isinstance(item, Event) or self._ctx is None:
+        if isinstance(item, Event):
+            self.handle_batch((item,))
+
+    def handle_batch(self, events: Sequence[Event]) -> None:
+        if self._ctx is None:
             return
         with self._held_lock:
             if self._writer is None:  # waiting for the HMAC key
-                if len(self._held) >= self._buffer_limit:
-                    self._held.popleft()
-                    self._failed += 1
-                self._held.append(item)
+                for event in events:
+                    if len(self._held) >= self._buffer_limit:
+                        self._held.popleft()
+                        self._failed += 1
+                    self._held.append(event)
                 return
-        self._write(item)
+        self._write(events)
 
-    def _write(self, item: Event) -> None:
+    def _write(self, events: Sequence[Event]) -> None:
         assert self._ctx is not None and self._writer is not None
         metrics = self._ctx.metrics
+        written = len(events)
         try:
-            self._writer.append(item.record())
-        except (AuditError, ValueError) as exc:
+            self._writer.append_events(events)
+        except AuditError as exc:
             metrics.audit_write_errors.inc()
             if self._error is None:
-                log.error("audit_write_failed", error=str(exc), kind=item.kind)
+                log.error("audit_write_failed", error=str(exc), records=exc.not_written)
             self._error = str(exc)
-            self._failed += 1
+            self._failed += exc.not_written
+            written -= exc.not_written
+        if written:
+            self._written += written
+            metrics.audit_records.inc(written)
+            for event in events[:written]:
+                if event.kind == "audit.gap":
+                    metrics.audit_gaps.labels(event.source).inc()
+        if written < len(events):
             return
-        self._written += 1
-        metrics.audit_records.inc()
-        if item.kind == "audit.gap":
-            metrics.audit_gaps.labels(item.source).inc()
         lost = self._writer.take_lost()
         if lost or self._failed:
             self._report_loss(lost)
@@ -209,7 +219,7 @@ class AuditTrail:
         try:
             self._ctx.bus.publish(gap, timeout=0)  # never wait on the bus from its own dispatcher
         except queue.Full:
-            self._write(gap)
+            self._write((gap,))
 
     def stop(self) -> None:
         self._stop.set()

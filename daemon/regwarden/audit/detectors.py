@@ -116,8 +116,7 @@ class AuthFailureBurst:
         self._firing: dict[tuple[str, str], datetime] = {}  # key -> last failure observed
 
     def observe(self, event: Event) -> list[Signal]:
-        addr = ip_of(event.actor.addr)
-        if event.kind != "auth.failure" or addr is None:
+        if event.kind != "auth.failure" or (addr := ip_of(event.actor.addr)) is None:
             return []
         key = (event.target.registry or "", addr)
         times = self._times.setdefault(key, deque(maxlen=self._threshold))
@@ -171,9 +170,10 @@ class UnexpectedPushActor:
         self._held = _Held(hold)
 
     def observe(self, event: Event) -> list[Signal]:
+        if not self._allowed or event.kind != "image.push" or event.outcome != "success":
+            return []
         user = event.actor.user
-        if (not self._allowed or event.kind != "image.push" or event.outcome != "success" or not user
-                or any(fnmatch.fnmatchcase(user, pattern) for pattern in self._allowed)):
+        if (not user or any(fnmatch.fnmatchcase(user, pattern) for pattern in self._allowed)):
             return []
         target = event.target
         ref = f"{target.repository}:{target.tag}" if target.tag else f"{target.repository}@{target.digest}"
@@ -227,8 +227,10 @@ class ProtectedTagOverwritten:
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self._patterns)
 
     def observe(self, event: Event) -> list[Signal]:
+        if not self._patterns or event.kind != "image.push" or event.outcome != "success":
+            return []
         target = event.target
-        if (not self._patterns or event.kind != "image.push" or event.outcome != "success" or not target.tag
+        if (not target.tag
                 or not target.digest or not target.repository or not self.protects(target.repository, target.tag)):
             return []
         registry = target.registry or ""
@@ -270,8 +272,10 @@ class PullFromUnlistedRegistry:
         self._held = _Held(hold)
 
     def observe(self, event: Event) -> list[Signal]:
+        if not self._allowed or event.source != "docker" or event.kind != "image.pull":
+            return []
         registry = event.target.registry
-        if (not self._allowed or event.source != "docker" or event.kind != "image.pull" or not registry
+        if (not registry
                 or _normal_registry(registry) in self._allowed):
             return []
         image = f"{registry}/{event.target.repository}" + (f":{event.target.tag}" if event.target.tag else "")

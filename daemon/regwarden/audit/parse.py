@@ -43,7 +43,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from ..events import Actor, Event, Target, utcnow
+import orjson
+
+from .. import redact
+from ..events import Actor, Event, Target, iso, utcnow
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -122,6 +125,7 @@ def parse_registry_line(line: bytes, *, registry: str, host: str, observed: date
 
     Never raises: a line that is none of these becomes a `registry.unparsed` Event keeping the first
     `RAW_KEEP_BYTES` of the line (`detail.raw`, or `detail.raw_b64` when it is not UTF-8) and why.
+    Give every line of one read the same `observed` datetime: its text is computed once.
     """
     seen = observed if observed is not None else utcnow()
     try:
@@ -133,6 +137,14 @@ def parse_registry_line(line: bytes, *, registry: str, host: str, observed: date
 def _parse_line(line: bytes, registry: str, host: str, seen: datetime) -> Event:
     if len(line) > MAX_LINE_BYTES:
         return _unparsed(line, registry, host, seen, f"line too long ({len(line)} bytes > {MAX_LINE_BYTES})")
+    if line[:1] == b"{":  # the common case: logrus' JSON formatter; orjson checks UTF-8 too
+        try:
+            fields = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            pass  # the slow path below says what is wrong (or accepts what only json.loads does)
+        else:
+            if type(fields) is dict:
+                return _app_record(fields, "json", registry, host, seen)
     stripped = line.rstrip(b"\r\n")
     try:
         text = stripped.decode("utf-8")
@@ -142,7 +154,7 @@ def _parse_line(line: bytes, registry: str, host: str, seen: datetime) -> Event:
         return _unparsed(line, registry, host, seen, "empty line")
     if text.startswith("{"):
         try:
-            fields = json.loads(text)
+            fields = json.loads(text)  # NaN, integers beyond 64 bits, lone surrogates
         except ValueError as exc:
             return _unparsed(line, registry, host, seen, f"invalid JSON: {exc}")
         if not isinstance(fields, dict):
@@ -160,6 +172,17 @@ def _parse_line(line: bytes, registry: str, host: str, seen: datetime) -> Event:
     return _app_record(fields, "logfmt", registry, host, seen)
 
 
+def _registry_event(kind: str, when: datetime, when_iso: str, seen: datetime, host: str,
+                    actor: dict[str, str], target: dict[str, str], outcome: Outcome, status: int | None,
+                    request_id: str | None, detail: dict[str, Any]) -> Event:
+    """The Event of a registry log line, its record built directly (the ingest hot path: see
+    `Event.__init__` for the same record from the general constructor)."""
+    return Event.from_record(
+        {"time": when_iso, "observed": iso(seen), "source": "registry-log", "host": host, "kind": kind,
+         "actor": actor, "target": target, "outcome": outcome, "status": status, "request_id": request_id,
+         "detail": detail}, when, seen)
+
+
 def _unparsed(line: bytes, registry: str, host: str, seen: datetime, reason: str) -> Event:
     kept = line[:RAW_KEEP_BYTES]
     detail: dict[str, Any] = {"reason": reason, "length": len(line), "truncated": len(line) > len(kept)}
@@ -170,70 +193,121 @@ def _unparsed(line: bytes, registry: str, host: str, seen: datetime, reason: str
             detail["raw"] = kept[: exc.start].decode("utf-8")
         else:
             detail["raw_b64"] = base64.b64encode(kept).decode("ascii")
-    return Event(source="registry-log", kind=UNPARSED, time=seen, observed=seen, host=host,
-                 target=Target(registry=registry), detail=detail)
+    return _registry_event(UNPARSED, seen, iso(seen), seen, host, {}, {"registry": registry}, "unknown", None,
+                           None, detail)
 
 
 # -- application records (logrus JSON and text formatters carry the same keys)
 
-_AUTH_FAILURE = re.compile(r'^error authenticating user "(?P<user>(?:[^"\\]|\\.)*)"')
+_AUTH_FAILURE = re.compile(r'^error authenticating user "(?P<user>[^"\\]*(?:\\.[^"\\]*)*)"')
 _AUTHORIZING = "error authorizing context"
-# keys mapped onto the record's own fields, or noise not worth keeping in every record
-_MAPPED = frozenset({
-    "time", "level", "msg", "go.version", "http.request.id", "http.request.remoteaddr",
-    "http.request.useragent", "http.request.method", "http.request.uri", "http.response.status",
-    "auth.user.name", "vars.name", "vars.reference", "vars.digest",
-})
+_MISSING: Any = object()
 
 
 def _app_record(fields: dict[str, Any], fmt: str, registry: str, host: str, seen: datetime) -> Event:
-    msg = _str(fields.get("msg")) or ""
-    level = _str(fields.get("level"))
-    method = _str(fields.get("http.request.method"))
-    uri = _str(fields.get("http.request.uri"))
-    status = _int(fields.get("http.response.status"))
-    user = _str(fields.get("auth.user.name"))
-    repository = _str(fields.get("vars.name"))
-    tag = digest = None
-    reference = _str(fields.get("vars.reference"))
-    if reference is not None:
-        tag, digest = (None, reference) if _DIGEST.match(reference) else (reference, None)
-    digest = _str(fields.get("vars.digest")) or digest
-    if repository is None and method and uri:
+    """A logrus record (JSON or logfmt); takes `fields` apart (the caller's own dict). The ingest hot
+    path, hence written out: the keys distribution writes are strings; anything else is made one,
+    and "" counts as absent."""
+    pop = fields.pop
+    msg = pop("msg", None)
+    level = pop("level", None)
+    stamp = pop("time", _MISSING)
+    method = pop("http.request.method", None)
+    uri = pop("http.request.uri", None)
+    status = pop("http.response.status", None)
+    request_id = pop("http.request.id", None)
+    user = pop("auth.user.name", None)
+    addr = pop("http.request.remoteaddr", None)
+    agent = pop("http.request.useragent", None)
+    repository = pop("vars.name", None)
+    reference = pop("vars.reference", None)
+    digest = pop("vars.digest", None)
+    pop("go.version", None)
+    if type(msg) is not str:
+        msg = _str(msg) or ""
+    if type(method) is not str or not method:
+        method = _str(method)
+    if type(uri) is not str or not uri:
+        uri = _str(uri)
+    if type(status) is not int:
+        status = _int(status)
+    if type(request_id) is not str or not request_id:
+        request_id = _str(request_id)
+
+    actor: dict[str, str] = {}
+    if user is not None and (user := _str(user)) is not None:
+        actor["user"] = user
+    if addr is not None and (addr := _str(addr)) is not None:
+        actor["addr"] = addr
+    if agent is not None and (agent := _str(agent)) is not None:
+        actor["agent"] = agent
+    target = {"registry": registry}
+    tag = None
+    if reference is not None and (reference := _str(reference)) is not None:
+        if _DIGEST.match(reference):
+            digest = _str(digest) or reference
+        else:
+            tag, digest = reference, _str(digest)
+    elif digest is not None:
+        digest = _str(digest)
+    if repository is not None:
+        repository = _str(repository)
+    elif method and uri:
         _, repository, tag, route_digest = classify_route(method, uri)
         digest = digest or route_digest
+    if repository is not None:
+        target["repository"] = repository
+    if tag is not None:
+        target["tag"] = tag
+    if digest is not None:
+        target["digest"] = digest
 
     kind = "registry.log"
-    outcome: Outcome = _outcome(status)
-    detail: dict[str, Any] = {"format": fmt, "level": level, "msg": msg}
-    auth = _AUTH_FAILURE.match(msg)
-    if auth is not None:
-        kind, outcome = "auth.failure", "failure"
-        user = user or auth["user"].replace('\\"', '"')
-    elif msg.startswith(_AUTHORIZING):
-        kind, outcome = "auth.challenge", "failure"
-        detail["reason"] = msg.rpartition(": ")[2]
+    outcome: Outcome = "unknown" if status is None else "success" if status < 400 else "failure"
+    detail: dict[str, Any] = {"format": fmt, "level": level if type(level) is str and level else _str(level),
+                              "msg": msg}
+    if msg.startswith("error "):
+        auth = _AUTH_FAILURE.match(msg)
+        if auth is not None:
+            kind, outcome = "auth.failure", "failure"
+            if "user" not in actor:
+                actor["user"] = auth["user"].replace('\\"', '"')
+        elif msg.startswith(_AUTHORIZING):
+            kind, outcome = "auth.challenge", "failure"
+            detail["reason"] = msg.rpartition(": ")[2]
     if method is not None:
         detail["method"] = method
     if uri is not None:
         detail["uri"] = uri
-    extra = {k: v for k, v in fields.items() if k not in _MAPPED}
-    if extra:
-        detail["fields"] = extra
-    when = _time(fields.get("time"))
-    if when is None:
-        when = seen
-        if "time" in fields:
-            detail["time_raw"] = str(fields["time"])[:64]
-    return Event(
-        source="registry-log", kind=kind, time=when, observed=seen, host=host,
-        actor=Actor(user=user, addr=_str(fields.get("http.request.remoteaddr")),
-                    agent=_str(fields.get("http.request.useragent"))),
-        target=Target(registry=registry, repository=repository, tag=tag, digest=digest),
-        outcome=outcome, status=status, request_id=_str(fields.get("http.request.id")), detail=detail)
+    if fields:  # what is left: the registry's other fields, kept (minus any that names a secret)
+        detail["fields"] = redact.without_secret_keys(fields)
+
+    when = when_iso = None
+    if type(stamp) is str and len(stamp) >= 20:
+        try:
+            when = datetime.fromisoformat(stamp)
+        except ValueError:
+            pass
+        else:
+            if when.tzinfo is UTC and len(stamp) >= 27 and stamp[-1] == "Z" and stamp[19] == "." \
+                    and stamp[20:26].isdigit():
+                when_iso = stamp[:26] + "Z"  # Go's nanoseconds cut to micro, as fromisoformat does
+            elif when.tzinfo is None:
+                when = None
+            else:
+                when = when.astimezone(UTC)
+                when_iso = iso(when)
+    if when is None or when_iso is None:
+        when, when_iso = seen, iso(seen)
+        if stamp is not _MISSING:
+            detail["time_raw"] = str(stamp)[:64]
+    return Event.from_record(
+        {"time": when_iso, "observed": iso(seen), "source": "registry-log", "host": host, "kind": kind,
+         "actor": actor, "target": target, "outcome": outcome, "status": status, "request_id": request_id,
+         "detail": detail}, when, seen)
 
 
-_LOGFMT_PAIR = re.compile(r'\s*([^\s=]+)=(?:"((?:[^"\\]|\\.)*)"|([^\s"]*))(?=\s|$)')
+_LOGFMT_PAIR = re.compile(r'\s*([^\s=]+)=(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s"]*))(?=\s|$)')
 
 
 def _logfmt(text: str) -> dict[str, Any] | None:
@@ -280,43 +354,49 @@ def _go_escape(match: re.Match[str]) -> str:
 
 _ACCESS = re.compile(
     r'^(?P<addr>\S+) (?P<ident>\S+) (?P<user>\S+) \[(?P<time>[^\]]+)\] '
-    r'"(?P<request>(?:[^"\\]|\\.)*)" (?P<status>\d{3}) (?P<size>\d+|-)'
-    r'(?: "(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)")?$')
+    r'"(?P<request>[^"\\]*(?:\\.[^"\\]*)*)" (?P<status>\d{3}) (?P<size>\d+|-)'
+    r'(?: "(?P<referer>[^"\\]*(?:\\.[^"\\]*)*)" "(?P<agent>[^"\\]*(?:\\.[^"\\]*)*)")?$')
 _ACCESS_TIME = "%d/%b/%Y:%H:%M:%S %z"
 
 
 @functools.lru_cache(maxsize=256)  # access lines of the same second share their time text
-def _access_time(text: str) -> datetime | None:
+def _access_time(text: str) -> tuple[datetime, str] | None:
     try:
-        return datetime.strptime(text, _ACCESS_TIME).astimezone(UTC)
+        when = datetime.strptime(text, _ACCESS_TIME).astimezone(UTC)
     except ValueError:
         return None
+    return when, iso(when)
 
 
 def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event | None:
     match = _ACCESS.match(text)
     if match is None:
         return None
-    when = _access_time(match["time"])
-    if when is None:
+    addr, _, user, stamp, request, status_text, size, referer, agent = match.groups()
+    timed = _access_time(stamp)
+    if timed is None:
         return None
-    request = _go_unquote(match["request"])
+    request = _go_unquote(request)
     method, _, rest = request.partition(" ")
     uri, _, proto = rest.rpartition(" ") if " " in rest else (rest, "", "")
     kind, repository, tag, digest = classify_route(method, uri)
-    status = int(match["status"])
+    status = int(status_text)
     detail: dict[str, Any] = {"format": "access", "method": method, "uri": uri, "proto": proto,
-                              "bytes": 0 if match["size"] == "-" else int(match["size"])}
-    referer = _go_unquote(match["referer"] or "")
-    if referer:
+                              "bytes": 0 if size == "-" else int(size)}
+    if referer and (referer := _go_unquote(referer)):
         detail["referer"] = referer
-    user = match["user"]
-    return Event(
-        source="registry-log", kind=kind, time=when, observed=seen, host=host,
-        actor=Actor(user=None if user == "-" else user, addr=match["addr"],
-                    agent=_go_unquote(match["agent"]) if match["agent"] else None),
-        target=Target(registry=registry, repository=repository, tag=tag, digest=digest),
-        outcome=_outcome(status), status=status, detail=detail)
+    actor = {"addr": addr} if user == "-" else {"user": user, "addr": addr}
+    if agent:
+        actor["agent"] = _go_unquote(agent)
+    target = {"registry": registry}
+    if repository is not None:
+        target["repository"] = repository
+    if tag is not None:
+        target["tag"] = tag
+    if digest is not None:
+        target["digest"] = digest
+    return _registry_event(kind, timed[0], timed[1], seen, host, actor, target, _outcome(status), status, None,
+                           detail)
 
 
 # -- small value helpers
@@ -349,6 +429,18 @@ def _time(value: Any) -> datetime | None:
     if parsed.tzinfo is None:
         return None
     return parsed.astimezone(UTC)
+
+
+def _time_and_iso(value: Any) -> tuple[datetime, str] | tuple[None, None]:
+    """`_time(value)` and its `iso()` text; Go's UTC times (`...:48.450527131Z`) are cut to
+    microseconds as text, the same as `iso()` of the parsed time, without formatting it again."""
+    when = _time(value)
+    if when is None:
+        return None, None
+    text: str = value
+    if len(text) >= 27 and text[-1] == "Z" and text[19] == "." and text[20:26].isdigit():
+        return when, text[:26] + "Z"
+    return when, iso(when)
 
 
 # --------------------------------------------------------------------------- notifications

@@ -14,7 +14,8 @@
   within the instant between the rotation check and the next read. A truncation while we stood at
   offset 0 (nothing read yet) is indistinguishable from growth.
 - The cursor `(inode, offset, tail)` (offset = first byte not yet on the bus, tail = digest of the
-  bytes before it) is stored after each line is emitted. On start: same inode and content at
+  bytes before it) is stored after each batch of lines is published (the lines of one read, at most
+  bus.MAX_BATCH), so a crash re-reads at most that batch. On start: same inode and content at
   `path` → resume there; else if `path.1` has the stored inode (rotated while we were stopped), or
   is the copy of a copytruncate, finish that first; else the file is gone and an `audit.gap` is
   emitted before reading `path` from 0. No cursor: `path` is read from 0.
@@ -24,19 +25,21 @@ and counted in `regwarden_input_rejected_total{source="registry-log"}`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import structlog
 
+from ..audit.parse import UNPARSED, parse_registry_line
+from ..bus import MAX_BATCH
 from ..component import Context
 from ..errors import AuditError
 from ..events import Event, utcnow
@@ -323,23 +326,36 @@ class RegistryLogSource(SourceComponent):
         return _Open(handle, inode, pos, LineSplitter(self._max_line), tail)
 
     def _read(self, current: _Open) -> int:
-        """Read to the end of the file, emitting each complete line and storing the cursor after it;
-        returns the number of bytes read."""
+        """Read to the end of the file, publishing the lines of each read as one batch and storing the
+        cursor after it; returns the number of bytes read."""
         begin = current.pos
         while chunk := current.handle.read(_CHUNK):
+            batch: list[Event] = []
+            observed = utcnow()  # one read, one instant: every line of it was seen now
+            consumed = 0
             for line, truncated, consumed in current.splitter.feed(chunk):
-                self._emit(line, truncated)
-                tail = (current.tail + chunk[max(0, consumed - _TAIL):consumed])[-_TAIL:]
-                self._store(current.inode, current.pos + consumed, tail)
-                if self._stop_event is not None and self._stop_event.is_set():
-                    raise _Stopped  # mid-file (catching up on a large log): the cursor is exact
+                batch.append(self._event(line, truncated, observed))
+                if len(batch) >= MAX_BATCH:
+                    self._publish(batch, current, chunk, consumed)
+                    batch = []
+            if batch:
+                self._publish(batch, current, chunk, consumed)
             current.pos += len(chunk)
             current.tail = (current.tail + chunk)[-_TAIL:]
         return current.pos - begin
 
+    def _publish(self, batch: list[Event], current: _Open, chunk: bytes, consumed: int) -> None:
+        """Publish a batch of lines read from `chunk`, the last ending at `consumed`; store the cursor
+        after it (the bus holds it now: a crash before it is written re-reads, never skips)."""
+        self._emit_batch(batch)
+        tail = (current.tail + chunk[max(0, consumed - _TAIL):consumed])[-_TAIL:]
+        self._store(current.inode, current.pos + consumed, tail)
+        if self._stop_event is not None and self._stop_event.is_set():
+            raise _Stopped  # mid-file (catching up on a large log): the cursor is exact
+
     def _flush(self, current: _Open) -> None:
         if (last := current.splitter.flush()) is not None:
-            self._emit(last, False)
+            self._emit_batch([self._event(last, False, utcnow())])
             self._store(current.inode, current.pos, current.tail)
 
     def _drain(self, path: Path, offset: int, *, store: bool = False, splitter: LineSplitter | None = None) -> None:
@@ -361,29 +377,41 @@ class RegistryLogSource(SourceComponent):
                 self._read(current)
             else:
                 while chunk := handle.read(_CHUNK):
-                    for line, truncated, _ in current.splitter.feed(chunk):
-                        self._emit(line, truncated)
+                    observed = utcnow()
+                    batch = [self._event(line, truncated, observed)
+                             for line, truncated, _ in current.splitter.feed(chunk)]
+                    for start in range(0, len(batch), MAX_BATCH):
+                        self._emit_batch(batch[start:start + MAX_BATCH])
                     current.pos += len(chunk)
             if (last := current.splitter.flush()) is not None:
-                self._emit(last, False)
+                self._emit_batch([self._event(last, False, utcnow())])
 
     # ------------------------------------------------------------------ emitting
 
-    def _emit(self, line: bytes, truncated: bool) -> None:
-        from ..audit.parse import parse_registry_line
-
-        ctx = self.ctx
-        observed = utcnow()
-        event = parse_registry_line(line.rstrip(b"\r"), registry=self.registry, host=ctx.host, observed=observed)
-        if event.kind == "registry.unparsed":
-            ctx.metrics.input_rejected.labels("registry-log", "unparsed").inc()
+    def _event(self, line: bytes, truncated: bool, observed: datetime) -> Event:
+        event = parse_registry_line(line.rstrip(b"\r"), registry=self.registry, host=self.ctx.host,
+                                    observed=observed)
         if truncated:
-            ctx.metrics.input_rejected.labels("registry-log", "line_too_long").inc()
-            event = dataclasses.replace(event, detail={**event.detail, "truncated": True,
-                                                       "max_line_bytes": self._max_line})
-        ctx.emit(event)
-        self.lines += 1
-        ctx.metrics.source_lag.labels(self.name).set(max(0.0, (observed - event.time).total_seconds()))
+            event = event.replace(detail={**event.detail, "truncated": True, "max_line_bytes": self._max_line})
+        return event
+
+    def _emit_batch(self, batch: list[Event]) -> None:
+        """Count what is worth counting, then publish (blocks while the bus is full)."""
+        ctx = self.ctx
+        unparsed = truncated = 0
+        for event in batch:
+            if event.kind == UNPARSED:
+                unparsed += 1
+            if "max_line_bytes" in event.detail:
+                truncated += 1
+        if unparsed:
+            ctx.metrics.input_rejected.labels("registry-log", "unparsed").inc(unparsed)
+        if truncated:
+            ctx.metrics.input_rejected.labels("registry-log", "line_too_long").inc(truncated)
+        ctx.emit_batch(batch)
+        self.lines += len(batch)
+        last = batch[-1]
+        ctx.metrics.source_lag.labels(self.name).set(max(0.0, (last.observed - last.time).total_seconds()))
 
     def _store(self, inode: int, offset: int, tail: bytes = b"") -> None:
         self._cursor = {"inode": inode, "offset": offset}

@@ -8,6 +8,7 @@ import os
 import stat
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from regwarden import redact
 from regwarden.audit.chain import GENESIS, AuditWriter, chain_files, verify
 from regwarden.errors import AuditError
+from regwarden.events import Actor, Event, Target
 
 
 def record(i: int, **extra: Any) -> dict[str, Any]:
@@ -368,8 +370,8 @@ def test_verify_passes_a_clean_million_record_file(log: Path) -> None:
     assert result.ok and result.records == 1_000_000
 
 
-_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**53), max_value=2**53),
-                       st.text(max_size=20))
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**70),
+                       st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
 _json = st.recursive(_json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                          st.dictionaries(st.text(max_size=8), inner, max_size=4)),
                      max_leaves=12)
@@ -389,3 +391,76 @@ def test_any_json_records_round_trip_and_verify(tmp_path: Path, records: list[di
     for item, got in zip(records, back, strict=True):
         assert {k: v for k, v in got.items() if k not in ("seq", "prev", "hash")} == redact.scrub(item)
     assert verify([log]).ok
+
+
+# --------------------------------------------------------------------------- batches of Events (the bus path)
+
+
+def events(n: int, **detail: Any) -> list[Event]:
+    at = datetime(2026, 11, 27, 7, 9, 50, 123456, tzinfo=UTC)
+    return [Event(source="registry-log", kind="image.pull", time=at, observed=at, host="h1",
+                  actor=Actor(user=f"u{i}", addr="10.0.0.1"), target=Target(registry="r", repository="team/app"),
+                  outcome="success", status=200, detail={"i": i, **detail}) for i in range(n)]
+
+
+def test_append_events_writes_what_append_writes(tmp_path: Path) -> None:
+    """A batch of Events gives the same bytes as appending their records one by one."""
+    batch = events(5)
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    writer = AuditWriter(one, fsync_interval=0)
+    for event in batch:
+        writer.append(event.record())
+    writer.close()
+    writer = AuditWriter(many, fsync_interval=0)
+    assert writer.append_events(batch) == 5
+    writer.close()
+    assert one.read_bytes() == many.read_bytes()
+    assert verify([many]).ok
+
+
+def test_append_events_scrubs_only_the_records_holding_a_secret(log: Path) -> None:
+    """A registered secret in one record of a batch is replaced there; the others are written as they are."""
+    redact.register("batch-secret-value-42")
+    batch = events(3)
+    batch[1] = batch[1].replace(detail={"msg": "token batch-secret-value-42 used"})
+    writer = AuditWriter(log, fsync_interval=0)
+    writer.append_events(batch)
+    writer.close()
+    parsed = [json.loads(line) for line in lines_of(log)]
+    assert "batch-secret-value-42" not in log.read_text()
+    assert parsed[1]["detail"]["msg"] == f"token {redact.REDACTED} used"
+    assert parsed[0]["detail"] == {"i": 0} and parsed[2]["detail"] == {"i": 2}
+    assert verify([log]).ok
+
+
+@pytest.mark.parametrize("secret", ['quo"te-secret-1', "ümlaut-sécret-2", "back\\slash-secret-3", "tab\tsecret-4"])
+def test_a_secret_that_json_escapes_is_found_too(log: Path, secret: str) -> None:
+    """A secret with characters JSON escapes (quotes, backslashes, control or non-ASCII characters) is
+    still recognised in the serialised record, by append and by append_events."""
+    redact.register(secret)
+    writer = AuditWriter(log, fsync_interval=0)
+    writer.append(record(1, msg=f"x {secret} y"))
+    writer.append_events(events(1, msg=f"x {secret} y"))
+    writer.close()
+    for line in lines_of(log):
+        assert json.loads(line)["detail"]["msg"] == f"x {redact.REDACTED} y"
+    assert verify([log]).ok
+
+
+def test_records_are_written_in_ascii(log: Path) -> None:
+    """Non-ASCII text is escaped (the file is ASCII), and reads back unchanged."""
+    writer = AuditWriter(log, fsync_interval=0)
+    writer.append_events(events(1, msg="Grüße ☃"))
+    writer.close()
+    raw = log.read_bytes()
+    assert raw.isascii() and b"\\u00fc" in raw
+    assert json.loads(raw)["detail"]["msg"] == "Grüße ☃"
+
+
+def test_a_failed_batch_says_how_many_records_were_not_written(log: Path) -> None:
+    """An append_events that cannot write raises AuditError with the count it did not take."""
+    writer = AuditWriter(log, fsync_interval=0)
+    writer.close()
+    with pytest.raises(AuditError, match="closed") as caught:
+        writer.append_events(events(4))
+    assert caught.value.not_written == 4

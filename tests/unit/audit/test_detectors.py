@@ -275,10 +275,10 @@ def test_component_defers_signals_when_the_bus_is_full(ctx: Context) -> None:
     small.dispatch(ev("auth.failure", addr="10.0.0.1:1", outcome="failure"))
     small.dispatch(ev("auth.failure", addr="10.0.0.1:2", outcome="failure", at=1))
     assert detectors.status()["signals"] == 0
-    small._queue.get_nowait()
+    small.take()
     detectors.tick(T0)
     assert detectors.status()["signals"] == 1
-    assert small._queue.get_nowait().labels["alertname"] == "RegistryAuthFailureBurst"
+    assert small.take().labels["alertname"] == "RegistryAuthFailureBurst"
     detectors.stop()
 
 

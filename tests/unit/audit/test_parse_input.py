@@ -136,6 +136,40 @@ def test_json_record_without_time_uses_observed() -> None:
     assert event.time == OBSERVED and event.detail["time_raw"] == "yesterday"
 
 
+@pytest.mark.parametrize("line", [
+    b'{"level":"info","msg":"x","time":"2026-11-27T07:09:48Z","ratio":NaN}',
+    b'{"level":"info","msg":"x","time":"2026-11-27T07:09:48Z","size":123456789012345678901234567890}',
+    b'{"level":"info","msg":"x \\ud800","time":"2026-11-27T07:09:48Z"}',
+])
+def test_json_only_the_json_module_reads_is_still_a_record(line: bytes) -> None:
+    """Lines orjson refuses but Go may write and json reads (NaN, huge integers, a lone surrogate
+    escape) are records, not unparsed."""
+    event = parse(line)
+    assert event.kind == "registry.log" and event.detail["level"] == "info"
+    assert event.time == datetime(2026, 11, 27, 7, 9, 48, tzinfo=UTC)
+
+
+def test_secret_named_registry_fields_are_redacted() -> None:
+    """A field of the registry's record that names a secret is replaced before the record exists."""
+    event = parse(b'{"level":"info","msg":"x","time":"2026-11-27T07:09:48Z","http.request.header.authorization":'
+                  b'"Basic YWxpY2U6c2VjcmV0","instance.id":"i1"}')
+    assert event.detail["fields"] == {"http.request.header.authorization": "[REDACTED]", "instance.id": "i1"}
+
+
+@pytest.mark.parametrize(("stamp", "expected"), [
+    ("2026-11-27T07:09:48.450527131Z", "2026-11-27T07:09:48.450527Z"),
+    ("2026-11-27T07:09:48.4505271Z", "2026-11-27T07:09:48.450527Z"),
+    ("2026-11-27T07:09:48.45Z", "2026-11-27T07:09:48.450000Z"),
+    ("2026-11-27T07:09:48Z", "2026-11-27T07:09:48.000000Z"),
+    ("2026-11-27T08:09:48.450527131+01:00", "2026-11-27T07:09:48.450527Z"),
+])
+def test_record_time_is_utc_with_microseconds(stamp: str, expected: str) -> None:
+    """Go's RFC 3339 times, nanoseconds or fewer digits, any offset, become UTC with microseconds."""
+    event = parse(json.dumps({"level": "info", "msg": "x", "time": stamp}).encode())
+    assert event.record()["time"] == expected
+    assert event.time == datetime.fromisoformat(expected)
+
+
 def test_logfmt_escapes_are_undone() -> None:
     """Go-quoted logfmt values are unquoted (\\", \\\\, \\n, \\u, \\x)."""
     line = rb'time="2026-11-27T07:09:48Z" level=error msg="a \"q\" b\\c\nd \u00e9 \xff" k=v'

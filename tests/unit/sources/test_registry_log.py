@@ -266,3 +266,21 @@ def test_stop_while_catching_up_resumes_exactly(collected: Collected, tmp_path: 
         wait_count(collected, 20_000)
     assert stopped_at < 20_000
     assert numbers(collected) == list(range(20_000))
+
+
+def test_lines_of_one_read_travel_as_batches_with_the_cursor_after_each(collected: Collected, tmp_path: Path) -> None:
+    """A backlog is published in batches of at most bus.MAX_BATCH lines, each line once and in order,
+    every line of a read observed at the same instant; the stored cursor is the end of the file."""
+    from regwarden.bus import MAX_BATCH
+
+    path = tmp_path / "registry.log"
+    total = MAX_BATCH * 2 + 10
+    append(path, b"".join(line(n) for n in range(total)))
+    sizes: list[int] = []
+    collected.ctx.bus.subscribe("sizes", lambda item: sizes.append(1), lambda events: sizes.append(len(events)))
+    with tailer(collected, path) as source:
+        wait_count(collected, total)
+        collected.wait("the cursor", lambda: (source.status()["cursor"] or {}).get("offset") == path.stat().st_size)
+    assert numbers(collected) == list(range(total))
+    assert max(sizes) == MAX_BATCH and sum(sizes) == total and len(sizes) < total / 100
+    assert len({e.observed for e in collected.events[:MAX_BATCH]}) == 1  # the first batch: lines of one read
