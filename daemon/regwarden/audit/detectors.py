@@ -25,7 +25,7 @@ import json
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -58,6 +58,7 @@ Severity = Literal["info", "warning", "critical"]
 
 class Rule(Protocol):
     alertname: str
+    kinds: frozenset[str]  # the Event kinds `observe` looks at; others never reach it
 
     def observe(self, event: Event) -> list[Signal]: ...
 
@@ -107,6 +108,7 @@ class AuthFailureBurst:
     """`threshold` auth.failure events from one IP address within `window` (by event time)."""
 
     alertname = "RegistryAuthFailureBurst"
+    kinds = frozenset({"auth.failure"})
 
     def __init__(self, threshold: int, window: timedelta) -> None:
         self._threshold = threshold
@@ -164,6 +166,7 @@ class UnexpectedPushActor:
     unknown (access lines carry none) are not judged: the notification of the same push is."""
 
     alertname = "UnexpectedPushActor"
+    kinds = frozenset({"image.push"})
 
     def __init__(self, allowed: Iterable[str], hold: timedelta) -> None:
         self._allowed = tuple(allowed)
@@ -216,6 +219,7 @@ class ProtectedTagOverwritten:
     a different digest than it had. Needs pushes that carry both tag and digest (notifications)."""
 
     alertname = "ProtectedTagOverwritten"
+    kinds = frozenset({"image.push"})
 
     def __init__(self, patterns: Iterable[str], memory: TagMemory, hold: timedelta) -> None:
         self._patterns = tuple(patterns)
@@ -266,6 +270,7 @@ class PullFromUnlistedRegistry:
     Only engine events count: a registry's own logs are by definition from a listed registry."""
 
     alertname = "PullFromUnlistedRegistry"
+    kinds = frozenset({"image.pull"})
 
     def __init__(self, allowed: Iterable[str], hold: timedelta) -> None:
         self._allowed = frozenset(_normal_registry(a) for a in allowed)
@@ -297,6 +302,7 @@ class AuditGap:
     """An `audit.gap` record: a source may have lost events (engine event buffer, rotated log)."""
 
     alertname = "AuditGap"
+    kinds = frozenset({"audit.gap"})
 
     def __init__(self, hold: timedelta) -> None:
         self._held = _Held(hold)
@@ -382,6 +388,7 @@ class AuditDetectors:
         self._tick_interval = tick_interval
         self._ctx: Context | None = None
         self._rules: list[Rule] = []
+        self._kinds: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -392,18 +399,26 @@ class AuditDetectors:
     def start(self, ctx: Context) -> None:
         self._ctx = ctx
         self._rules = build_rules(ctx.config, SqliteTagMemory(ctx))
+        self._kinds = frozenset().union(*(rule.kinds for rule in self._rules))
         self._restore_firing()
         ctx.bus.unsubscribe(self.name)
-        ctx.bus.subscribe(self.name, self.handle)
+        ctx.bus.subscribe(self.name, self.handle, self.handle_batch)
         self._stop.clear()
         self._thread = threading.Thread(target=self._tick_loop, name="audit-detectors", daemon=True)
         self._thread.start()
 
     def handle(self, item: Event | Signal) -> None:
-        if not isinstance(item, Event):
+        if isinstance(item, Event):
+            self.handle_batch((item,))
+
+    def handle_batch(self, events: Sequence[Event]) -> None:
+        kinds = self._kinds
+        watched = [event for event in events if event.kind in kinds]
+        if not watched:
             return
         with self._lock:
-            signals = [s for rule in self._rules for s in rule.observe(item)]
+            signals = [s for event in watched for rule in self._rules if event.kind in rule.kinds
+                       for s in rule.observe(event)]
         self._publish(signals)
 
     def tick(self, now: datetime | None = None, *, block: bool = False) -> None:

@@ -150,7 +150,7 @@ def _parse_line(line: bytes, registry: str, host: str, seen: datetime) -> Event:
         text = stripped.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _unparsed(line, registry, host, seen, f"invalid UTF-8 at byte {exc.start}")
-    if not text.strip():
+    if not text or text.isspace():
         return _unparsed(line, registry, host, seen, "empty line")
     if text.startswith("{"):
         try:
@@ -376,7 +376,8 @@ def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event |
     timed = _access_time(stamp)
     if timed is None:
         return None
-    request = _go_unquote(request)
+    if "\\" in request:
+        request = _go_unquote(request)
     method, _, rest = request.partition(" ")
     uri, _, proto = rest.rpartition(" ") if " " in rest else (rest, "", "")
     kind, repository, tag, digest = classify_route(method, uri)
@@ -387,7 +388,7 @@ def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event |
         detail["referer"] = referer
     actor = {"addr": addr} if user == "-" else {"user": user, "addr": addr}
     if agent:
-        actor["agent"] = _go_unquote(agent)
+        actor["agent"] = _go_unquote(agent) if "\\" in agent else agent
     target = {"registry": registry}
     if repository is not None:
         target["repository"] = repository
@@ -395,8 +396,10 @@ def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event |
         target["tag"] = tag
     if digest is not None:
         target["digest"] = digest
-    return _registry_event(kind, timed[0], timed[1], seen, host, actor, target, _outcome(status), status, None,
-                           detail)
+    return Event.from_record(
+        {"time": timed[1], "observed": iso(seen), "source": "registry-log", "host": host, "kind": kind,
+         "actor": actor, "target": target, "outcome": "success" if status < 400 else "failure", "status": status,
+         "request_id": None, "detail": detail}, timed[0], seen)
 
 
 # -- small value helpers

@@ -169,8 +169,11 @@ class LineSplitter:
             if newline < 0:
                 self._buffer += chunk[start:]
                 return
-            line = bytes(self._buffer) + chunk[start:newline]
-            self._buffer.clear()
+            if self._buffer:
+                line = bytes(self._buffer) + chunk[start:newline]
+                self._buffer.clear()
+            else:
+                line = chunk[start:newline]
             start = newline + 1
             yield line, False, start
 
