@@ -160,7 +160,8 @@ class DaemonConfig(_Model):
     shutdown_timeout: Duration = timedelta(seconds=8)
     """How long SIGTERM may take at most (0s..9s: systemd expects a stop within 10s)."""
     bus_capacity: int = Field(default=10_000, ge=100)
-    """Capacity of the in-memory event bus; a full bus slows the sources down, it never drops."""
+    """Capacity of the in-memory event bus, in Events and Signals (a batch of log lines counts each line); a full
+    bus slows the sources down, it never drops."""
 
     @property
     def hostname(self) -> str:
