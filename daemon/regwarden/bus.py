@@ -6,6 +6,11 @@ Signals (a batch counts its Events); a full bus blocks the publisher (back-press
 which keeps its cursor), never drops. A handler that raises is counted and logged; the others still
 run. A handler subscribed with a `batch` handler gets a batch in one call, in order with the single
 items around it; other handlers get its Events one by one.
+
+A `Checkpoint` (`publish_checkpoint`) is not handed to the handlers: its callback runs once everything
+published before it has been handled and, when a durability keeper is set (the audit trail), written
+to disk. Sources store their cursors this way: what was not yet in the audit log when the daemon died
+is read again, never skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,13 +28,26 @@ import structlog
 from .events import Event, Signal
 from .metrics import Metrics
 
-__all__ = ["MAX_BATCH", "BatchHandler", "Bus", "Handler"]
+__all__ = ["MAX_BATCH", "BatchHandler", "Bus", "Checkpoint", "Handler"]
 
 Handler = Callable[[Event | Signal], None]
 BatchHandler = Callable[[Sequence[Event]], None]
 log = structlog.get_logger(__name__)
 MAX_BATCH = 1024  # Events in one batch: keeps the bus bound meaningful and a handler call short
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """`done()` runs once what was published before it is handled (and durable, see the module doc)."""
+
+    done: Callable[[], None]
+
+    def run(self) -> None:
+        try:
+            self.done()
+        except Exception:
+            log.exception("checkpoint_failed")
 
 
 class Bus:
@@ -40,6 +59,7 @@ class Bus:
         self._cond = threading.Condition()
         self._handlers: list[tuple[str, Handler, BatchHandler | None]] = []
         self._metrics = metrics
+        self._keeper: Callable[[Checkpoint], None] | None = None
         self._thread: threading.Thread | None = None
         self.heartbeat = time.monotonic()
 
@@ -60,6 +80,15 @@ class Bus:
         if events:
             self._put(list(events), len(events), timeout)
 
+    def publish_checkpoint(self, done: Callable[[], None], timeout: float | None = None) -> None:
+        """Queue a Checkpoint: `done()` runs after everything published before it (see the module doc)."""
+        self._put(Checkpoint(done), 0, timeout)
+
+    def set_keeper(self, keeper: Callable[[Checkpoint], None] | None) -> None:
+        """Who makes Checkpoints durable (the audit trail: it runs them once their records are fsynced);
+        None: they run as soon as the dispatcher reaches them."""
+        self._keeper = keeper
+
     def _put(self, item: Any, count: int, timeout: float | None) -> None:
         with self._cond:
             # a batch larger than the whole capacity goes in alone, on an empty bus
@@ -77,7 +106,7 @@ class Bus:
             if not self._items or self._items[0] is _STOP:
                 return None
             item = self._items.popleft()
-            self._held -= len(item) if type(item) is list else 1
+            self._held -= _count(item)
             self._unfinished -= 1
             self._cond.notify_all()
             return item
@@ -127,10 +156,12 @@ class Bus:
                 with self._cond:
                     self._unfinished -= 1
                 return
-            count = len(item) if type(item) is list else 1
+            count = _count(item)
             try:
                 if type(item) is list:
                     self.dispatch_batch(item)
+                elif type(item) is Checkpoint:
+                    self._checkpoint(item)
                 else:
                     self.dispatch(item)
             finally:
@@ -139,6 +170,16 @@ class Bus:
                     self._unfinished -= 1
                     self._cond.notify_all()
                 self._metrics.bus_depth.set(self._held)
+
+    def _checkpoint(self, item: Checkpoint) -> None:
+        keeper = self._keeper
+        if keeper is None:
+            item.run()
+            return
+        try:
+            keeper(item)
+        except Exception:  # not known to be durable: the callback does not run
+            log.exception("checkpoint_keeper_failed")
 
     def dispatch(self, item: Event | Signal) -> None:
         """Run every handler on one item (also used directly by tests and the CLI)."""
@@ -170,3 +211,8 @@ class Bus:
                 except Exception:
                     self._metrics.handler_errors.labels(name).inc()
                     log.exception("handler_failed", handler=name)
+
+
+def _count(item: Any) -> int:
+    """What a queue item weighs against the capacity."""
+    return len(item) if type(item) is list else 0 if type(item) is Checkpoint else 1

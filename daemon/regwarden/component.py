@@ -61,6 +61,11 @@ class Context:
         """Publish Events together (at most bus.MAX_BATCH): one bus item, one audit write."""
         self.bus.publish_batch(events)
 
+    def checkpoint(self, done: Callable[[], None]) -> None:
+        """Run `done()` once what was emitted before is in the audit log on disk (bus.Checkpoint): where a
+        source stores its cursor."""
+        self.bus.publish_checkpoint(done)
+
     def signal(self, signal: Signal) -> None:
         self.bus.publish(signal)
 

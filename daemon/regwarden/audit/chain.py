@@ -28,7 +28,8 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -85,6 +86,13 @@ def _dump(record: Mapping[str, Any]) -> bytes:
     if data[:1] != b"{" or not data.isascii():
         data = _CANONICAL.encode(record).encode("ascii")
     return data
+
+
+def _call(done: Callable[[], None]) -> None:
+    try:
+        done()
+    except Exception:
+        log.exception("audit_durable_callback_failed")
 
 
 def _not_written(message: str, count: int) -> AuditError:
@@ -169,6 +177,7 @@ class AuditWriter:
         self._broken: str | None = None  # set when a write or fsync failed; the next append recovers
         self._lost: list[tuple[int, int]] = []  # seq ranges acknowledged but lost with a failed write
         self._size = 0  # bytes in the current file (set by _open)
+        self._waiting: deque[tuple[int, Callable[[], None]]] = deque()  # when_durable callbacks by seq
         self.torn_bytes = 0  # bytes of an incomplete record cut at start or recovery (a crash, a failed write)
         self._wake = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -179,6 +188,7 @@ class AuditWriter:
             self._file = self._open()
         except OSError as exc:
             raise AuditError(f"cannot open audit log {path}: {exc.strerror or exc}") from None
+        self._durable = self._head.seq  # the last seq known to be on disk (fsynced)
         if fsync_interval > 0:
             self._start_flusher()
 
@@ -252,7 +262,29 @@ class AuditWriter:
                 raise _not_written(f"cannot write audit log {self.path}: {exc.strerror or exc}",
                                    len(texts) - max(0, self._head.seq - first)) from None
             self._head = ChainHead(seq, prev.decode("ascii"))
-            return seq
+            if self._interval <= 0:
+                self._durable = seq  # fsynced above, after the last line
+        if self._interval <= 0 and self._waiting:
+            self._run_durable()
+        return seq
+
+    def when_durable(self, done: Callable[[], None]) -> None:
+        """Call `done()` once every record appended so far is fsynced (now, if it already is; else from
+        the thread that fsyncs next). How sources store their cursors (bus.Checkpoint)."""
+        with self._lock:
+            if self._head.seq > self._durable:
+                self._waiting.append((self._head.seq, done))
+                return
+        _call(done)
+
+    def _run_durable(self) -> None:
+        """Call the `when_durable` callbacks whose records are on disk now (without the lock)."""
+        ready: list[Callable[[], None]] = []
+        with self._lock:
+            while self._waiting and self._waiting[0][0] <= self._durable:
+                ready.append(self._waiting.popleft()[1])
+        for done in ready:
+            _call(done)
 
     def take_lost(self) -> list[tuple[int, int]]:
         """Seq ranges that appends had acknowledged but a failed write lost (reported once)."""
@@ -265,6 +297,7 @@ class AuditWriter:
         with self._lock:
             if not self._closed and self._broken is None:
                 self._checked_sync()
+        self._run_durable()
 
     def write_through(self) -> None:
         """fsync now, and from now on hand every append to the OS before it returns (shutdown: what
@@ -273,6 +306,7 @@ class AuditWriter:
             self._flush_each = True
             if not self._closed and self._broken is None:
                 self._checked_sync()
+        self._run_durable()
 
     def resume_batching(self, fsync_interval: float) -> None:
         """Back to buffered appends (a component started again after `write_through`)."""
@@ -294,6 +328,7 @@ class AuditWriter:
                 self._closed = True
                 with contextlib.suppress(OSError):
                     self._file.close()
+        self._run_durable()
 
     # -- internals (call with the lock held)
 
@@ -301,6 +336,7 @@ class AuditWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._dirty = False
+        self._durable = self._head.seq
 
     def _checked_sync(self) -> None:
         try:
@@ -325,6 +361,7 @@ class AuditWriter:
                   lost=before - self._head.seq)
         self._broken = None
         self._dirty = False
+        self._durable = self._head.seq
         if self._head.seq < before:
             self._lost.append((self._head.seq + 1, before))
 
@@ -404,6 +441,8 @@ class AuditWriter:
                     except OSError as exc:
                         self._broken = exc.strerror or str(exc)
                         log.error("audit_fsync_failed", path=str(self.path), error=self._broken)
+            if self._waiting:
+                self._run_durable()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -25,6 +25,7 @@ import structlog
 
 from .. import redact
 from ..backoff import Backoff
+from ..bus import Checkpoint
 from ..component import Context, Health
 from ..errors import AuditError, RegwardenError
 from ..events import Event, Signal, utcnow
@@ -102,7 +103,7 @@ class AuditTrail:
         self._key_error: str | None = None
         self._written = 0
         self._failed = 0  # appends that failed (or Events dropped while waiting) since the last loss report
-        self._held: deque[Event] = deque()
+        self._held: deque[Event | Checkpoint] = deque()  # in bus order, while there is no writer
         self._held_lock = threading.Lock()
         self._stop = threading.Event()
         self._fetcher: threading.Thread | None = None
@@ -112,6 +113,7 @@ class AuditTrail:
         self._stop.clear()
         ctx.bus.unsubscribe(self.name)  # a previous instance (before a reload) hands over
         ctx.bus.subscribe(self.name, self.handle, self.handle_batch)
+        ctx.bus.set_keeper(self.keep)
         if self._key is None and ctx.config.audit.hmac_key_vault_path:
             self._fetcher = threading.Thread(target=self._fetch_key, name="audit-hmac-key", daemon=True)
             self._fetcher.start()
@@ -130,8 +132,17 @@ class AuditTrail:
         with self._held_lock:
             self._writer = writer
             held, self._held = self._held, deque()
-            if held:
-                self._write(list(held))
+            events: list[Event] = []
+            for item in held:
+                if isinstance(item, Event):
+                    events.append(item)
+                    continue
+                if events:
+                    self._write(events)
+                    events = []
+                writer.when_durable(item.done)
+            if events:
+                self._write(events)
         log.info("audit_trail_started", path=str(cfg.daemon.audit_log), seq=writer.head.seq,
                  hmac=self._key is not None, held=len(held))
         if writer.torn_bytes:
@@ -161,6 +172,17 @@ class AuditTrail:
         if isinstance(item, Event):
             self.handle_batch((item,))
 
+    def keep(self, checkpoint: Checkpoint) -> None:
+        """The bus's durability keeper: run the checkpoint once what came before it is fsynced."""
+        with self._held_lock:
+            if self._writer is None:
+                if len(self._held) >= self._buffer_limit:
+                    self._failed += isinstance(self._held.popleft(), Event)
+                self._held.append(checkpoint)
+                return
+            writer = self._writer
+        writer.when_durable(checkpoint.done)
+
     def handle_batch(self, events: Sequence[Event]) -> None:
         if self._ctx is None:
             return
@@ -168,8 +190,7 @@ class AuditTrail:
             if self._writer is None:  # waiting for the HMAC key
                 for event in events:
                     if len(self._held) >= self._buffer_limit:
-                        self._held.popleft()
-                        self._failed += 1
+                        self._failed += isinstance(self._held.popleft(), Event)
                     self._held.append(event)
                 return
         self._write(events)

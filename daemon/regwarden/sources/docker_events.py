@@ -348,9 +348,12 @@ class DockerEventsSource(SourceComponent):
         self.ctx.emit(gap_event(gap, host=self.ctx.host))
 
     def _set_cursor(self, cursor: DockerCursor) -> None:
+        """Remember the cursor; it is written to the state store once what was emitted before it is in
+        the audit log on disk (Context.checkpoint): a crash replays from the engine, never skips."""
         if cursor != self._cursor:
             self._cursor = cursor
-            self.ctx.state.set_cursor(CURSOR_NAME, cursor.to_json())
+            state, value = self.ctx.state, cursor.to_json()
+            self.ctx.checkpoint(lambda: state.set_cursor(CURSOR_NAME, value))
 
 
 def _time_nano(raw: dict[str, Any]) -> int:

@@ -14,8 +14,9 @@
   within the instant between the rotation check and the next read. A truncation while we stood at
   offset 0 (nothing read yet) is indistinguishable from growth.
 - The cursor `(inode, offset, tail)` (offset = first byte not yet on the bus, tail = digest of the
-  bytes before it) is stored after each batch of lines is published (the lines of one read, at most
-  bus.MAX_BATCH), so a crash re-reads at most that batch. On start: same inode and content at
+  bytes before it) is taken after each batch of lines is published (the lines of one read, at most
+  bus.MAX_BATCH) and stored once that batch is in the audit log on disk (a bus Checkpoint), so a crash
+  re-reads what was not yet written, never skips it. On start: same inode and content at
   `path` → resume there; else if `path.1` has the stored inode (rotated while we were stopped), or
   is the copy of a copytruncate, finish that first; else the file is gone and an `audit.gap` is
   emitted before reading `path` from 0. No cursor: `path` is read from 0.
@@ -417,8 +418,11 @@ class RegistryLogSource(SourceComponent):
         ctx.metrics.source_lag.labels(self.name).set(max(0.0, (last.observed - last.time).total_seconds()))
 
     def _store(self, inode: int, offset: int, tail: bytes = b"") -> None:
+        """Remember the cursor; it is written to the state store once what was published before it
+        is in the audit log on disk (Context.checkpoint)."""
         self._cursor = {"inode": inode, "offset": offset}
-        self.ctx.state.set_cursor(self._cursor_name, {**self._cursor, "tail": tail_digest(tail)})
+        state, name, value = self.ctx.state, self._cursor_name, {**self._cursor, "tail": tail_digest(tail)}
+        self.ctx.checkpoint(lambda: state.set_cursor(name, value))
 
     def _rotated(self, how: str) -> None:
         self.rotations += 1

@@ -136,6 +136,7 @@ def test_engine_and_regwarden_restarts_lose_and_repeat_nothing(
         with Churn(engine, ledger) as churn:
             collected.wait("churn", lambda: churn.rounds >= 15)
             source.stop()  # regwarden restarts while the engine keeps working
+            collected.ctx.bus.flush(10.0)  # as the daemon does: cursors are stored by bus checkpoints
             activity(engine, "a2")
             source = DockerEventsSource(engine.host)
             source.start(collected.ctx)
@@ -209,6 +210,7 @@ def test_more_than_256_events_while_stopped_is_a_buffer_overflow_gap(
             client.volumes.create("first").remove()
             collected.wait("first events", lambda: len(docker_ids(collected.events)) >= 2)
             source.stop()
+            collected.ctx.bus.flush(10.0)
             for n in range(140):  # 280 events
                 client.volumes.create(f"v{n}").remove()
             held = [raw_event_id(r) for r in engine_events(engine, since_param(0))]

@@ -74,6 +74,7 @@ def test_every_line_once_through_rotations_and_a_tailer_restart(
                     registry.rotate_log("rename")
                 elif batch == 2:
                     source.stop()  # regwarden restarts while the registry keeps logging
+                    collected.ctx.bus.flush(10.0)  # as the daemon does: cursors are stored by bus checkpoints
                 elif batch == 3:
                     source = tailer()
                 elif batch == 4:

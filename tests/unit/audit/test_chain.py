@@ -464,3 +464,27 @@ def test_a_failed_batch_says_how_many_records_were_not_written(log: Path) -> Non
     with pytest.raises(AuditError, match="closed") as caught:
         writer.append_events(events(4))
     assert caught.value.not_written == 4
+
+
+def test_when_durable_runs_after_the_fsync_that_covers_the_records(log: Path) -> None:
+    """Nothing pending: at once. Records written but not fsynced: at the next flush, in order."""
+    ran: list[str] = []
+    writer = AuditWriter(log, fsync_interval=3600)
+    writer.when_durable(lambda: ran.append("empty"))
+    writer.append_events(events(2))
+    writer.when_durable(lambda: ran.append("two"))
+    writer.append_events(events(1))
+    writer.when_durable(lambda: ran.append("three"))
+    assert ran == ["empty"]
+    writer.flush()
+    assert ran == ["empty", "two", "three"]
+    writer.close()
+
+
+def test_when_durable_with_fsync_on_every_append(log: Path) -> None:
+    ran: list[int] = []
+    writer = AuditWriter(log, fsync_interval=0)
+    writer.append_events(events(1))
+    writer.when_durable(lambda: ran.append(writer.head.seq))
+    assert ran == [1]
+    writer.close()

@@ -200,3 +200,51 @@ def test_record_torn_by_a_crash_is_reported_as_a_gap(ctx: Context) -> None:
     assert [r["kind"] for r in written] == ["image.push", "audit.gap"]
     assert written[1]["detail"]["incomplete_record_bytes_cut"] == 21  # type: ignore[index]
     assert verify([log]).ok
+
+
+# --------------------------------------------------------------------------- checkpoints (source cursors)
+
+
+def test_a_checkpoint_runs_only_once_what_came_before_is_fsynced(ctx: Context) -> None:
+    """The bus hands checkpoints to the trail, which runs them after the fsync that covers the records
+    published before them, never earlier."""
+    ctx.config = ctx.config.model_copy(update={"audit": AuditConfig(fsync_interval="1h")})  # type: ignore[arg-type]
+    trail = AuditTrail()
+    trail.start(ctx)
+    ran: list[str] = []
+    ctx.bus.start()
+    ctx.bus.publish_batch([event(), event()])
+    ctx.bus.publish_checkpoint(lambda: ran.append("after two"))
+    assert ctx.bus.flush(5.0)
+    assert trail.status()["written"] == 2 and ran == []  # written, not yet on disk
+    trail.stop()  # write_through: fsync now
+    assert ran == ["after two"]
+    ctx.bus.publish_checkpoint(lambda: ran.append("nothing pending"))
+    assert ctx.bus.flush(5.0) and ran == ["after two", "nothing pending"]
+    ctx.bus.stop(5.0)
+
+
+def test_checkpoints_wait_for_the_hmac_key_with_the_events(ctx: Context) -> None:
+    """While the trail waits for its key, checkpoints are held in order with the events: none runs
+    before the records it follows are written and fsynced."""
+    ctx.config = ctx.config.model_copy(update={"audit": AuditConfig(hmac_key_vault_path="secret/audit")})
+    key = threading.Event()
+
+    def reader(_: Context) -> bytes:
+        key.wait(10)
+        return b"k" * 32
+
+    trail = AuditTrail(key_reader=reader)
+    trail.start(ctx)
+    ran: list[int] = []
+    ctx.bus.start()
+    ctx.bus.publish(event())
+    ctx.bus.publish_checkpoint(lambda: ran.append(len(records(ctx))))
+    assert ctx.bus.flush(5.0) and ran == []
+    key.set()
+    deadline = time.monotonic() + 10
+    while not ran and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ran == [1]
+    trail.stop()
+    ctx.bus.stop(5.0)

@@ -86,3 +86,40 @@ def test_every_event_of_a_batch_is_counted_and_a_failing_handler_does_not_stop_t
     assert metrics.registry.get_sample_value(
         "regwarden_events_total", {"source": "registry-log", "kind": "image.pull"}) == 2
     assert metrics.registry.get_sample_value("regwarden_handler_errors_total", {"handler": "broken"}) == 1
+
+
+def test_a_checkpoint_runs_after_what_came_before_and_never_reaches_the_handlers() -> None:
+    bus = Bus(Metrics())
+    seen: list[object] = []
+    bus.subscribe("collect", seen.append, seen.extend)
+    bus.publish_batch([ev(1), ev(2)])
+    bus.publish_checkpoint(lambda: seen.append("checkpoint"))
+    bus.publish(ev(3))
+    assert bus.depth() == 3  # a checkpoint weighs nothing against the capacity
+    bus.start()
+    assert bus.flush(5.0)
+    bus.stop(5.0)
+    assert [getattr(item, "request_id", item) for item in seen] == ["1", "2", "checkpoint", "3"]
+
+
+def test_a_keeper_takes_the_checkpoints_and_a_failing_one_does_not_stop_the_bus() -> None:
+    bus = Bus(Metrics())
+    kept: list[object] = []
+    ran: list[str] = []
+
+    def keeper(checkpoint: object) -> None:
+        kept.append(checkpoint)
+        if len(kept) == 1:
+            raise RuntimeError("disk on fire")
+
+    bus.set_keeper(keeper)
+    bus.start()
+    bus.publish_checkpoint(lambda: ran.append("first"))
+    bus.publish_checkpoint(lambda: ran.append("second"))
+    bus.publish(ev(1))
+    assert bus.flush(5.0)
+    assert len(kept) == 2 and ran == []  # the keeper runs them when it is time, not the bus
+    bus.set_keeper(None)
+    bus.publish_checkpoint(lambda: ran.append("no keeper"))
+    assert bus.flush(5.0) and ran == ["no keeper"]
+    bus.stop(5.0)

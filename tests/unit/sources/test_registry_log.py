@@ -105,6 +105,7 @@ def tailer(collected: Collected, path: Path, **kwargs: float) -> Iterator[Regist
         yield source
     finally:
         source.stop()
+        collected.ctx.bus.flush(5.0)  # the cursor is stored by a bus checkpoint after the last batch
 
 
 def wait_count(collected: Collected, count: int) -> None:
