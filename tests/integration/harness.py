@@ -55,8 +55,10 @@ __all__ = [
     "make_certificates",
     "pull_image",
     "push_image",
+    "regwarden_env",
     "require",
     "running",
+    "start_daemon",
     "wait_for",
 ]
 
@@ -129,6 +131,26 @@ def http_status(url: str, **kwargs: Any) -> int:
 def tcp_open(host: str, port: int) -> bool:
     with socket.create_connection((host, port), timeout=1):
         return True
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def regwarden_env(**extra: str) -> dict[str, str]:
+    """The environment of a `python -m regwarden ...` child: this checkout's packages first, and no
+    systemd notify socket unless `extra` gives one."""
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'daemon'}{os.pathsep}{REPO / 'plugins'}"}
+    env.pop("NOTIFY_SOCKET", None)
+    env.update(extra)
+    return env
+
+
+def start_daemon(config: Path, log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`regwarden run -c config` in the background, its output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "regwarden", "run", "-c", str(config)],
+                                env=dict(env) if env is not None else regwarden_env(), stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 # ------------------------------------------------------------------------------------------- process

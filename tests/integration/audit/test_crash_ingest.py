@@ -5,10 +5,7 @@ again what the dead one had not written."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import pytest
 import requests
 
 from regwarden.audit.chain import chain_files, verify
-from tests.integration.harness import wait_for
+from tests.integration.harness import start_daemon, wait_for
 from tests.sources_support import free_port
 
 pytestmark = pytest.mark.integration
@@ -91,15 +88,7 @@ path = "{log}"
 registry = "local"
 poll_interval = "100ms"
 """)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "daemon") + os.pathsep + str(REPO / "plugins")}
-    env.pop("NOTIFY_SOCKET", None)
-
-    def start() -> subprocess.Popen[bytes]:
-        with (tmp_path / "daemon.log").open("ab") as out:
-            return subprocess.Popen([sys.executable, "-m", "regwarden", "run", "-c", str(config)], env=env,
-                                    stdout=out, stderr=subprocess.STDOUT)
-
-    daemon = start()
+    daemon = start_daemon(config, tmp_path / "daemon.log")
     try:
         wait_for("the daemon to write records", lambda: audit_log.exists() and audit_log.stat().st_size > 2_000_000,
                  60)
@@ -108,7 +97,7 @@ poll_interval = "100ms"
         written_before = len(identities(audit_log))
         assert 0 < written_before < LINES, "the daemon must die in the middle of the log"
 
-        daemon = start()
+        daemon = start_daemon(config, tmp_path / "daemon.log")
         wait_for("the log read to its end", lambda: log_done(listen, log), 120)
         wait_for("every line in the audit log", lambda: set(identities(audit_log)) >= expected, 60)
         wait_for("the daemon to listen", lambda: requests.get(f"http://127.0.0.1:{listen}/healthz", timeout=1).ok, 30)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import free_port
+from tests.integration.harness import free_port, start_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,6 @@ def wait_for(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> Non
     while not ready():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
-
-
-def run_daemon(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "daemon") + os.pathsep + str(REPO / "plugins")}
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "regwarden", "run", "-c", str(config)], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -73,7 +66,7 @@ poll_interval = "50ms"
     lines = SAMPLE.read_bytes().splitlines(keepends=True)
     daemon_log = tmp_path / "daemon.log"
 
-    proc = run_daemon(config, daemon_log)
+    proc = start_daemon(config, daemon_log)
     try:
         wait_for("the audit log", audit.exists)
         time.sleep(1.0)  # the tailer opens the (empty) log
@@ -89,7 +82,7 @@ poll_interval = "50ms"
     first_run = registry_records(audit)
     assert len(first_run) in range(40, len(lines) + 1), daemon_log.read_text()[-2000:]
 
-    proc = run_daemon(config, daemon_log)
+    proc = start_daemon(config, daemon_log)
     try:
         wait_for("all sample lines", lambda: len(registry_records(audit)) >= len(lines))
         stop(proc)

@@ -4,7 +4,6 @@ notifications end up in the hash-chained audit log, which verifies; /readyz name
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.harness import DockerEngine, RegistryServer, push_image, wait_for
+from tests.integration.harness import DockerEngine, RegistryServer, push_image, regwarden_env, start_daemon, wait_for
 from tests.sources_support import free_port
 
 pytestmark = pytest.mark.integration
@@ -76,11 +75,8 @@ poll_interval = "100ms"
 listen = "127.0.0.1:{notify}"
 token_file = "{token_file}"
 """)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "daemon") + os.pathsep + str(REPO / "plugins")}
-    env.pop("NOTIFY_SOCKET", None)
-    with (tmp_path / "daemon.log").open("wb") as out:
-        daemon = subprocess.Popen([sys.executable, "-m", "regwarden", "run", "-c", str(config)], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT)
+    env = regwarden_env()
+    daemon = start_daemon(config, tmp_path / "daemon.log", env)
     try:
         base = f"http://127.0.0.1:{listen}"
         wait_for("the daemon to listen", lambda: requests.get(f"{base}/healthz", timeout=1).ok, 30)
