@@ -194,7 +194,7 @@ class Bus:
 
     def dispatch_batch(self, events: Sequence[Event]) -> None:
         """Run every handler on a batch: once for those that take batches, per Event for the others."""
-        counts = Counter((event.source, event.kind) for event in events)
+        counts = Counter(map(_source_and_kind, events))
         for (source, kind), count in counts.items():
             self._metrics.events.labels(source, kind).inc(count)
         for name, handler, batch in self._handlers:
@@ -211,6 +211,10 @@ class Bus:
                 except Exception:
                     self._metrics.handler_errors.labels(name).inc()
                     log.exception("handler_failed", handler=name)
+
+
+def _source_and_kind(event: Event) -> tuple[str, str]:
+    return event.source, event.kind
 
 
 def _count(item: Any) -> int:

@@ -236,6 +236,7 @@ class RegistryLogSource(SourceComponent):
         self._max_line = max_line
         self.lines = 0
         self.rotations = 0
+        self._cut_lines = 0  # lines cut at max_line since the last batch was published
         self._cursor: dict[str, int] | None = None
 
     def status(self) -> dict[str, Any]:
@@ -397,17 +398,14 @@ class RegistryLogSource(SourceComponent):
                                     observed=observed)
         if truncated:
             event = event.replace(detail={**event.detail, "truncated": True, "max_line_bytes": self._max_line})
+            self._cut_lines += 1  # counted when published
         return event
 
     def _emit_batch(self, batch: list[Event]) -> None:
         """Count what is worth counting, then publish (blocks while the bus is full)."""
         ctx = self.ctx
-        unparsed = truncated = 0
-        for event in batch:
-            if event.kind == UNPARSED:
-                unparsed += 1
-            if "max_line_bytes" in event.detail:
-                truncated += 1
+        unparsed = sum(1 for event in batch if event.kind == UNPARSED)
+        truncated, self._cut_lines = self._cut_lines, 0
         if unparsed:
             ctx.metrics.input_rejected.labels("registry-log", "unparsed").inc(unparsed)
         if truncated:
