@@ -168,7 +168,7 @@ def test_copytruncate_while_running(collected: Collected, tmp_path: Path) -> Non
     """A live copytruncate (copy made between two writes) loses and repeats nothing."""
     path = tmp_path / "registry.log"
     append(path, line(0))
-    with tailer(collected, path):
+    with tailer(collected, path) as source:
         wait_count(collected, 1)
         for n in range(1, 201):
             append(path, line(n))
@@ -178,6 +178,7 @@ def test_copytruncate_while_running(collected: Collected, tmp_path: Path) -> Non
                 shutil.copyfile(path, tmp_path / "registry.log.1")
                 os.truncate(path, 0)
         wait_count(collected, 201)
+        assert source.status()["restarts"] == 0 and source.rotations == 1  # followed, not recovered by a restart
     assert sorted(numbers(collected)) == list(range(201))
 
 
