@@ -84,8 +84,20 @@ def _dump(record: Mapping[str, Any]) -> bytes:
     except (orjson.JSONEncodeError, TypeError):
         data = b""
     if data[:1] != b"{" or not data.isascii():
-        data = _CANONICAL.encode(record).encode("ascii")
+        try:
+            data = _CANONICAL.encode(record).encode("ascii")
+        except (TypeError, ValueError):  # keys that are not strings
+            data = _CANONICAL.encode(_plain(record)).encode("ascii")
     return data
+
+
+def _plain(value: Any) -> Any:
+    """`value` with every mapping key made a string: what a record becomes rather than not being written."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _call(done: Callable[[], None]) -> None:

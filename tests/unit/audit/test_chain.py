@@ -488,3 +488,12 @@ def test_when_durable_with_fsync_on_every_append(log: Path) -> None:
     writer.when_durable(lambda: ran.append(writer.head.seq))
     assert ran == [1]
     writer.close()
+
+
+def test_a_record_with_keys_json_cannot_express_is_still_written(log: Path) -> None:
+    """Keys that are not strings (an integer, a tuple) are written as strings; the record is not lost."""
+    writer = AuditWriter(log, fsync_interval=0)
+    writer.append_events([events(1)[0].replace(detail={"by_port": {(1, 2): "x", 5000: "y"}})])
+    writer.close()
+    assert json.loads(lines_of(log)[0])["detail"]["by_port"] == {"(1, 2)": "x", "5000": "y"}
+    assert verify([log]).ok

@@ -248,3 +248,30 @@ def test_checkpoints_wait_for_the_hmac_key_with_the_events(ctx: Context) -> None
     assert ran == [1]
     trail.stop()
     ctx.bus.stop(5.0)
+
+
+def test_an_unexpected_write_error_is_counted_and_reported_as_a_gap(ctx: Context,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch the writer cannot take for any reason is not lost silently: the next record written is
+    preceded by an audit.gap saying how many were not written."""
+    trail = AuditTrail()
+    trail.start(ctx)
+    writer = trail._writer
+    assert writer is not None
+    original = writer.append_events
+
+    def broken(events: object) -> int:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(writer, "append_events", broken)
+    ctx.bus.dispatch_batch([event(), event()])
+    assert not trail.health().ready and "RuntimeError" in trail.health().detail
+    monkeypatch.setattr(writer, "append_events", original)
+    ctx.bus.start()
+    ctx.bus.dispatch(event())
+    assert ctx.bus.flush(5.0)
+    trail.stop()
+    ctx.bus.stop(5.0)
+    gaps = [r for r in records(ctx) if r["kind"] == "audit.gap"]
+    assert len(gaps) == 1 and gaps[0]["detail"]["records_not_written"] == 2  # type: ignore[index]
+    assert ctx.metrics.registry.get_sample_value("regwarden_audit_write_errors_total") == 1
