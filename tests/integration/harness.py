@@ -36,6 +36,9 @@ import hvac
 import pytest
 import requests
 
+from regwarden.demo.processes import Service as ServiceProcess
+from regwarden.demo.processes import free_port, tcp_open, wait_until
+
 __all__ = [
     "TINY_IMAGE",
     "Alertmanager",
@@ -91,14 +94,6 @@ def binary(name: str) -> str:
     return path
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
@@ -108,29 +103,13 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
-def wait_for(what: str, probe: Callable[[], bool], timeout: float, process: Process | None = None) -> None:
-    """Poll `probe` (exceptions count as "not yet") until it holds; fail early if `process` died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Exception):
-            if probe():
-                return
-        if process is not None and not process.running:
-            raise RuntimeError(f"{process.name} exited while waiting for {what}:\n{process.log_tail()}")
-        if time.monotonic() > deadline:
-            tail = f":\n{process.log_tail()}" if process is not None else ""
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{tail}")
-        time.sleep(0.1)
+# polling with an early failure when the service died (TimeoutError-like ServiceFailed on timeout)
+wait_for = wait_until
 
 
 def http_status(url: str, **kwargs: Any) -> int:
     """Status code of GET `url` (raises when nothing answers)."""
     return requests.get(url, timeout=2, **kwargs).status_code
-
-
-def tcp_open(host: str, port: int) -> bool:
-    with socket.create_connection((host, port), timeout=1):
-        return True
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,8 +137,9 @@ def start_daemon(config: Path, log: Path, env: Mapping[str, str] | None = None) 
 _LIVE: set[Process] = set()
 
 
-class Process:
-    """One service process in its own process group, stdout+stderr appended to `log_path`."""
+class Process(ServiceProcess):
+    """A service process of the tests (the demo's `Service`), optionally inside a network namespace;
+    every running one is stopped at exit even if its fixture was interrupted."""
 
     def __init__(
         self,
@@ -173,61 +153,24 @@ class Process:
         start_timeout: float = 30.0,
         stop_timeout: float = 15.0,
     ) -> None:
-        self.name = name
-        self.argv = [*(("ip", "netns", "exec", netns) if netns else ()), *argv]
-        self.log_path = log_path
-        self.ready = ready
-        self.env = {**os.environ, **(env or {})}
-        self.start_timeout = start_timeout
-        self.stop_timeout = stop_timeout
+        super().__init__(name, [*(("ip", "netns", "exec", netns) if netns else ()), *argv], log_path, ready,
+                         env=env, start_timeout=start_timeout, stop_timeout=stop_timeout)
         self.started_in: float | None = None  # seconds from spawn to ready, for the curious
-        self._popen: subprocess.Popen[bytes] | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._popen.pid if self._popen is not None else None
 
     def start(self) -> None:
         if self.running:
             return
         began = time.monotonic()
-        with self.log_path.open("ab") as log:  # append: restarts and rotation tests keep one file
-            self._popen = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, start_new_session=True,
-            )
         _LIVE.add(self)
-        try:
-            wait_for(f"{self.name} to be ready", self.ready, self.start_timeout, self)
-        except BaseException:
-            self.stop()
-            raise
+        super().start()
         self.started_in = time.monotonic() - began
 
     def stop(self) -> None:
-        """SIGTERM the process group, wait, then SIGKILL whatever is left of it."""
-        popen, self._popen = self._popen, None
         _LIVE.discard(self)
-        if popen is None:
-            return
-        for sig, wait in ((signal.SIGTERM, self.stop_timeout), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(popen.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(wait)
-                break
-        with contextlib.suppress(ProcessLookupError):  # children that outlived the leader
-            os.killpg(popen.pid, signal.SIGKILL)
+        super().stop()
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return super().log_tail(lines)
 
     def __repr__(self) -> str:
         return f"Process({self.name!r}, pid={self.pid})"
