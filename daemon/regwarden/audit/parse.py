@@ -173,14 +173,27 @@ def _parse_line(line: bytes, registry: str, host: str, seen: datetime) -> Event:
 
 
 def _registry_event(kind: str, when: datetime, when_iso: str, seen: datetime, host: str,
-                    actor: dict[str, str], target: dict[str, str], outcome: Outcome, status: int | None,
-                    request_id: str | None, detail: dict[str, Any]) -> Event:
+                    actor: dict[str, str], target: dict[str, str], status: int | None,
+                    request_id: str | None, detail: dict[str, Any], outcome: Outcome | None = None) -> Event:
     """The Event of a registry log line, its record built directly (the ingest hot path: see
-    `Event.__init__` for the same record from the general constructor)."""
+    `Event.__init__` for the same record from the general constructor). `outcome` defaults to the
+    one of `status`."""
     return Event.from_record(
         {"time": when_iso, "observed": iso(seen), "source": "registry-log", "host": host, "kind": kind,
-         "actor": actor, "target": target, "outcome": outcome, "status": status, "request_id": request_id,
-         "detail": detail}, when, seen)
+         "actor": actor, "target": target, "outcome": outcome or _outcome(status), "status": status,
+         "request_id": request_id, "detail": detail}, when, seen)
+
+
+def _target(registry: str, repository: str | None, tag: str | None, digest: str | None) -> dict[str, str]:
+    """`Target(...).record()` without the object."""
+    target = {"registry": registry}
+    if repository is not None:
+        target["repository"] = repository
+    if tag is not None:
+        target["tag"] = tag
+    if digest is not None:
+        target["digest"] = digest
+    return target
 
 
 def _unparsed(line: bytes, registry: str, host: str, seen: datetime, reason: str) -> Event:
@@ -193,8 +206,7 @@ def _unparsed(line: bytes, registry: str, host: str, seen: datetime, reason: str
             detail["raw"] = kept[: exc.start].decode("utf-8")
         else:
             detail["raw_b64"] = base64.b64encode(kept).decode("ascii")
-    return _registry_event(UNPARSED, seen, iso(seen), seen, host, {}, {"registry": registry}, "unknown", None,
-                           None, detail)
+    return _registry_event(UNPARSED, seen, iso(seen), seen, host, {}, {"registry": registry}, None, None, detail)
 
 
 # -- application records (logrus JSON and text formatters carry the same keys)
@@ -241,7 +253,6 @@ def _app_record(fields: dict[str, Any], fmt: str, registry: str, host: str, seen
         actor["addr"] = addr
     if agent is not None and (agent := _str(agent)) is not None:
         actor["agent"] = agent
-    target = {"registry": registry}
     tag = None
     if reference is not None and (reference := _str(reference)) is not None:
         if _DIGEST.match(reference):
@@ -255,15 +266,9 @@ def _app_record(fields: dict[str, Any], fmt: str, registry: str, host: str, seen
     elif method and uri:
         _, repository, tag, route_digest = classify_route(method, uri)
         digest = digest or route_digest
-    if repository is not None:
-        target["repository"] = repository
-    if tag is not None:
-        target["tag"] = tag
-    if digest is not None:
-        target["digest"] = digest
 
     kind = "registry.log"
-    outcome: Outcome = "unknown" if status is None else "success" if status < 400 else "failure"
+    outcome: Outcome = _outcome(status)
     detail: dict[str, Any] = {"format": fmt, "level": level if type(level) is str and level else _str(level),
                               "msg": msg}
     if msg.startswith("error "):
@@ -282,29 +287,13 @@ def _app_record(fields: dict[str, Any], fmt: str, registry: str, host: str, seen
     if fields:  # what is left: the registry's other fields, kept (minus any that names a secret)
         detail["fields"] = redact.without_secret_keys(fields)
 
-    when = when_iso = None
-    if type(stamp) is str and len(stamp) >= 20:
-        try:
-            when = datetime.fromisoformat(stamp)
-        except ValueError:
-            pass
-        else:
-            if when.tzinfo is UTC and len(stamp) >= 27 and stamp[-1] == "Z" and stamp[19] == "." \
-                    and stamp[20:26].isdigit():
-                when_iso = stamp[:26] + "Z"  # Go's nanoseconds cut to micro, as fromisoformat does
-            elif when.tzinfo is None:
-                when = None
-            else:
-                when = when.astimezone(UTC)
-                when_iso = iso(when)
+    when, when_iso = _time_and_iso(stamp)
     if when is None or when_iso is None:
         when, when_iso = seen, iso(seen)
         if stamp is not _MISSING:
             detail["time_raw"] = str(stamp)[:64]
-    return Event.from_record(
-        {"time": when_iso, "observed": iso(seen), "source": "registry-log", "host": host, "kind": kind,
-         "actor": actor, "target": target, "outcome": outcome, "status": status, "request_id": request_id,
-         "detail": detail}, when, seen)
+    return _registry_event(kind, when, when_iso, seen, host, actor, _target(registry, repository, tag, digest),
+                           status, request_id, detail, outcome)
 
 
 _LOGFMT_PAIR = re.compile(r'\s*([^\s=]+)=(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s"]*))(?=\s|$)')
@@ -389,17 +378,8 @@ def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event |
     actor = {"addr": addr} if user == "-" else {"user": user, "addr": addr}
     if agent:
         actor["agent"] = _go_unquote(agent) if "\\" in agent else agent
-    target = {"registry": registry}
-    if repository is not None:
-        target["repository"] = repository
-    if tag is not None:
-        target["tag"] = tag
-    if digest is not None:
-        target["digest"] = digest
-    return Event.from_record(
-        {"time": timed[1], "observed": iso(seen), "source": "registry-log", "host": host, "kind": kind,
-         "actor": actor, "target": target, "outcome": "success" if status < 400 else "failure", "status": status,
-         "request_id": None, "detail": detail}, timed[0], seen)
+    return _registry_event(kind, timed[0], timed[1], seen, host, actor, _target(registry, repository, tag, digest),
+                           status, None, detail)
 
 
 # -- small value helpers
@@ -442,7 +422,7 @@ def _time_and_iso(value: Any) -> tuple[datetime, str] | tuple[None, None]:
         return None, None
     text: str = value
     if len(text) >= 27 and text[-1] == "Z" and text[19] == "." and text[20:26].isdigit():
-        return when, text[:26] + "Z"
+        return when, text[:26] + "Z"  # fromisoformat cuts nanoseconds to microseconds the same way
     return when, iso(when)
 
 
