@@ -16,7 +16,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,23 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.sources_support import free_port, make_context
 
+from bench_audit import generate  # the same log: the real capture cycled with fresh request ids
 from regwarden.config import RegistryNotificationsSource
 from regwarden.sources.notifications import PATH, NotificationReceiver
 from regwarden.sources.registry_log import RegistryLogSource
 
-SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "unit" / "audit" / "samples" / "distribution-2.8-json.log"
-
 
 def bench_tailer(workdir: Path, lines: int) -> dict[str, float]:
-    sample = SAMPLE.read_bytes().splitlines()
     log = workdir / "registry.log"
-    with log.open("wb") as f:
-        for i in range(lines):
-            line = sample[i % len(sample)]
-            if b'"http.request.id":"' in line:
-                start = line.index(b'"http.request.id":"') + 19
-                line = line[:start] + str(uuid.UUID(int=i)).encode() + line[start + 36:]
-            f.write(line + b"\n")
+    generate(log, lines)
     with make_context(workdir / "state-tail") as collected:
         source = RegistryLogSource(log, "internal", poll_interval=0.05)
         started, cpu = time.perf_counter(), time.process_time()

@@ -119,17 +119,15 @@ class ChainHead:
     hash: str
 
 
-def _digest(body: bytes, key: bytes | None) -> str:
-    if key is None:
-        return hashlib.sha256(body).hexdigest()
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
-
-
 def _digest_hex(body: bytes, key: bytes | None) -> bytes:
-    """`_digest` as ASCII bytes."""
+    """SHA-256 (HMAC-SHA256 with a key) of `body`, lowercase hex as ASCII bytes."""
     if key is None:
         return binascii.hexlify(hashlib.sha256(body).digest())
     return binascii.hexlify(hmac.digest(key, body, "sha256"))
+
+
+def _digest(body: bytes, key: bytes | None) -> str:
+    return _digest_hex(body, key).decode("ascii")
 
 
 def _split(line: bytes) -> tuple[int, str, str, bytes] | None:
