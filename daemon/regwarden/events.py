@@ -18,7 +18,7 @@ from typing import Any, Literal, cast
 
 from . import redact
 
-__all__ = ["Actor", "Event", "Outcome", "Signal", "Source", "Target", "iso", "utcnow"]
+__all__ = ["Actor", "Event", "Outcome", "Signal", "Source", "Target", "iso", "target_record", "utcnow"]
 
 Source = Literal["docker", "registry-log", "registry-notify", "regwarden"]
 Outcome = Literal["success", "failure", "unknown"]
@@ -53,8 +53,22 @@ class Target:
     digest: str | None = None
 
     def record(self) -> dict[str, str]:
-        return {k: v for k, v in (("registry", self.registry), ("repository", self.repository),
-                                  ("tag", self.tag), ("digest", self.digest)) if v is not None}
+        return target_record(self.registry, self.repository, self.tag, self.digest)
+
+
+def target_record(registry: str | None, repository: str | None, tag: str | None,
+                  digest: str | None) -> dict[str, str]:
+    """A record's `target`: the parts that are set (parsers call this without making a Target)."""
+    target = {}
+    if registry is not None:
+        target["registry"] = registry
+    if repository is not None:
+        target["repository"] = repository
+    if tag is not None:
+        target["tag"] = tag
+    if digest is not None:
+        target["digest"] = digest
+    return target
 
 
 _NO_ACTOR = Actor()

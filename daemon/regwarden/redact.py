@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["REDACTED", "holds_registered_value", "may_hold_secret", "register", "registered_any", "scrub", "scrub_text",
+__all__ = ["REDACTED", "holds_registered_value", "may_hold_secret", "register", "scrub", "scrub_text",
            "without_secret_keys"]
 
 REDACTED = "[REDACTED]"
@@ -83,11 +83,6 @@ def may_hold_secret(record: Mapping[str, Any], serialised: bytes) -> bool:
     """False when `scrub(record)` would equal `record`: no key in it names a secret, and
     `serialised` (its JSON text) holds no registered value. True means: scrub it to be sure."""
     return holds_registered_value(serialised) or _has_secret_key(record)
-
-
-def registered_any() -> bool:
-    """Whether any secret has been registered."""
-    return bool(_encoded)
 
 
 def holds_registered_value(serialised: bytes) -> bool:

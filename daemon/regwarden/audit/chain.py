@@ -224,7 +224,7 @@ class AuditWriter:
         """
         records = [event.record() for event in events]
         texts = [_dump(record) for record in records]
-        if redact.registered_any() and redact.holds_registered_value(b"\n".join(texts)):
+        if redact.holds_registered_value(b"\n".join(texts)):
             texts = [_CANONICAL.encode(redact.scrub(record)).encode("ascii") if redact.holds_registered_value(text)
                      else text for record, text in zip(records, texts, strict=True)]
         return self._write(texts)

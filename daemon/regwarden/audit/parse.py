@@ -46,7 +46,7 @@ from typing import Any, Literal
 import orjson
 
 from .. import redact
-from ..events import Actor, Event, Target, iso, utcnow
+from ..events import Actor, Event, Target, iso, target_record, utcnow
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -184,18 +184,6 @@ def _registry_event(kind: str, when: datetime, when_iso: str, seen: datetime, ho
          "request_id": request_id, "detail": detail}, when, seen)
 
 
-def _target(registry: str, repository: str | None, tag: str | None, digest: str | None) -> dict[str, str]:
-    """`Target(...).record()` without the object."""
-    target = {"registry": registry}
-    if repository is not None:
-        target["repository"] = repository
-    if tag is not None:
-        target["tag"] = tag
-    if digest is not None:
-        target["digest"] = digest
-    return target
-
-
 def _unparsed(line: bytes, registry: str, host: str, seen: datetime, reason: str) -> Event:
     kept = line[:RAW_KEEP_BYTES]
     detail: dict[str, Any] = {"reason": reason, "length": len(line), "truncated": len(line) > len(kept)}
@@ -292,7 +280,7 @@ def _app_record(fields: dict[str, Any], fmt: str, registry: str, host: str, seen
         when, when_iso = seen, iso(seen)
         if stamp is not _MISSING:
             detail["time_raw"] = str(stamp)[:64]
-    return _registry_event(kind, when, when_iso, seen, host, actor, _target(registry, repository, tag, digest),
+    return _registry_event(kind, when, when_iso, seen, host, actor, target_record(registry, repository, tag, digest),
                            status, request_id, detail, outcome)
 
 
@@ -378,8 +366,8 @@ def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event |
     actor = {"addr": addr} if user == "-" else {"user": user, "addr": addr}
     if agent:
         actor["agent"] = _go_unquote(agent) if "\\" in agent else agent
-    return _registry_event(kind, timed[0], timed[1], seen, host, actor, _target(registry, repository, tag, digest),
-                           status, None, detail)
+    target = target_record(registry, repository, tag, digest)
+    return _registry_event(kind, timed[0], timed[1], seen, host, actor, target, status, None, detail)
 
 
 # -- small value helpers
