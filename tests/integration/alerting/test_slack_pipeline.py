@@ -106,6 +106,8 @@ def test_a_thousand_identical_signals_make_one_message(slack: SlackStandin, tmp_
         time.sleep(0.3)
     assert r.bus.stop(5.0)  # every signal dispatched to the pipeline
     wait_for(lambda: slack.messages, what="the Slack message")
+    # The stand-in has the message before the sender has recorded Slack's answer: wait for the record.
+    wait_for(lambda: r.notifications("oncall", "delivered") == 1, what="the delivery recorded")
     r.pipeline.evaluate(now=time.time() + 60)  # anything still pending would be queued now
     assert r.outbox_rows("oncall") == 0  # nothing else queued (delivered rows leave the outbox)
     assert r.notifications("oncall", "delivered") == 1
