@@ -55,18 +55,24 @@ def build_components(cfg: Config) -> list[Component]:
     from .alerting.pipeline import AlertPipeline
 
     components.append(AlertPipeline())
+    credentials = None
+    if cfg.credentials:
+        from .credentials.component import CredentialsComponent
+
+        credentials = CredentialsComponent()
     if cfg.registries:
         from .probe.component import ProbeComponent
+        from .probe.lookup import docker_lookup, first_of
 
-        components.append(ProbeComponent())
+        # the version the credentials component applied; before that, what Docker itself would present
+        applied = [credentials.applied_secret] if credentials is not None else []
+        components.append(ProbeComponent(credential_lookup=first_of(*applied, docker_lookup(cfg))))
     if cfg.docker is not None:
         from .docker.engine_audit import EngineAudit
 
         components.append(EngineAudit())
-    if cfg.credentials:
-        from .credentials.component import CredentialsComponent
-
-        components.append(CredentialsComponent())
+    if credentials is not None:
+        components.append(credentials)
     components.extend(_audit_sources(cfg))
     return components
 

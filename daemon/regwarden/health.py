@@ -1,6 +1,7 @@
-"""Dependency checks behind /readyz: Vault, the Docker engine and each registry answer at all.
+"""Dependency checks behind /readyz: Vault and the Docker engine answer at all.
 
-The daemon starts and serves even when they do not; it reports not-ready and why.
+The daemon starts and serves even when they do not; it reports not-ready and why. Registries are the
+probe component's: its last probe of each says whether it is reachable (no second request to `/v2/`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ log = structlog.get_logger(__name__)
 
 
 class DependencyChecker:
-    """Every `interval` seconds: Vault `/v1/sys/health`, Docker `/_ping`, registry `/v2/`."""
+    """Every `interval` seconds: Vault `/v1/sys/health` and Docker `/_ping` (one client, kept)."""
 
     name = "dependencies"
 
@@ -29,6 +30,8 @@ class DependencyChecker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ctx: Context | None = None
+        self._docker: Any = None  # docker.DockerClient, built at the first check and kept
+        self._http = requests.Session()  # one keep-alive connection to Vault
 
     def start(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -40,6 +43,10 @@ class DependencyChecker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(2.0)
+        if self._docker is not None:
+            self._docker.close()
+            self._docker = None
+        self._http.close()
 
     def health(self) -> Health:
         if self._ctx is None:
@@ -62,7 +69,7 @@ class DependencyChecker:
         names = ["vault"] if cfg.vault else []
         if cfg.docker or (cfg.sources.docker_events and cfg.sources.docker_events.enabled):
             names.append("docker")
-        return names + [f"registry:{r.name}" for r in cfg.registries]
+        return names
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -77,15 +84,26 @@ class DependencyChecker:
             verify: bool | str = str(cfg.vault.ca_cert) if cfg.vault.ca_cert else True
             # 429/473/501/503 from sys/health still mean "Vault answered"; standby and sealed are reported
             self._record(ctx, "vault", "vault", lambda: _http_ok(
-                f"{cfg.vault.address}/v1/sys/health?standbyok=true" if cfg.vault else "", timeout, verify,
+                self._http, f"{cfg.vault.address}/v1/sys/health?standbyok=true" if cfg.vault else "", timeout, verify,
                 ok=lambda s: s in (200, 429)))
         if "docker" in self._targets(ctx):
             host = cfg.docker.host if cfg.docker else "unix:///var/run/docker.sock"
-            self._record(ctx, "docker", "docker", lambda: _docker_ping(host, timeout))
-        for reg in cfg.registries:
-            verify = str(reg.ca_cert) if reg.ca_cert else True
-            self._record(ctx, f"registry:{reg.name}", "registry", lambda r=reg, v=verify: _http_ok(
-                f"{r.url}/v2/", timeout, v, ok=lambda s: s in (200, 401)))
+            self._record(ctx, "docker", "docker", lambda: self._docker_ping(host, timeout))
+
+    def _docker_ping(self, host: str, timeout: float) -> str | None:
+        import docker
+        import docker.errors
+
+        try:
+            if self._docker is None:
+                self._docker = docker.DockerClient(base_url=host, timeout=int(timeout))
+            self._docker.ping()
+        except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+            if self._docker is not None:  # built anew at the next check
+                self._docker.close()
+                self._docker = None
+            return f"engine not reachable ({type(exc).__name__})"
+        return None
 
     def _record(self, ctx: Context, key: str, kind: str, check: Any) -> None:
         try:
@@ -102,9 +120,9 @@ class DependencyChecker:
                 log.info("dependency_up", dependency=key)
 
 
-def _http_ok(url: str, timeout: float, verify: bool | str, ok: Any) -> str | None:
+def _http_ok(http: requests.Session, url: str, timeout: float, verify: bool | str, ok: Any) -> str | None:
     try:
-        response = requests.get(url, timeout=timeout, verify=verify, allow_redirects=False)
+        response = http.get(url, timeout=timeout, verify=verify, allow_redirects=False)
     except requests.exceptions.SSLError as exc:
         return f"TLS error: {exc.__class__.__name__}"
     except requests.exceptions.ConnectionError:
@@ -114,18 +132,3 @@ def _http_ok(url: str, timeout: float, verify: bool | str, ok: Any) -> str | Non
     except requests.RequestException as exc:
         return f"request failed: {exc.__class__.__name__}"
     return None if ok(response.status_code) else f"HTTP {response.status_code}"
-
-
-def _docker_ping(host: str, timeout: float) -> str | None:
-    import docker
-    import docker.errors
-
-    try:
-        client = docker.DockerClient(base_url=host, timeout=int(timeout))
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-        return f"engine not reachable ({type(exc).__name__})"
-    return None

@@ -31,7 +31,8 @@ class Metrics:
             registry=r)
         self.ready = Gauge("regwarden_ready", "1 when every component reports ready.", registry=r)
         self.dependency_up = Gauge(
-            "regwarden_dependency_up", "1 if a dependency (vault, docker, registry) answered its last check.",
+            "regwarden_dependency_up",
+            "1 if a dependency answered its last check (vault, docker; a registry: its last probe reached /v2/).",
             ["dependency", "name"], registry=r)
 
         # -- bus and sources

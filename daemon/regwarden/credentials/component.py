@@ -22,6 +22,7 @@ from ..component import Context, Health
 from ..errors import VaultError
 from ..vault import VaultClient
 from ..vault.shared import vault_for
+from .model import CredentialSecret
 from .watch import Collaborators, CredentialWatch, Journal, SignalLatch
 
 __all__ = ["UPKEEP_INTERVAL", "VAULT_DOWN_ALERT_AFTER", "CredentialsComponent", "token_expiring",
@@ -93,6 +94,11 @@ class CredentialsComponent:
                 with contextlib.suppress(JobLookupError):
                     self._ctx.scheduler.remove_job(job_id)
         self._jobs = []
+
+    def applied_secret(self, name: str) -> CredentialSecret | None:
+        """The applied version of credential `name` (the probe's credential lookup); None if none yet."""
+        watch = self.watches.get(name)
+        return watch.applied if watch is not None else None
 
     # ------------------------------------------------------------------ jobs
 

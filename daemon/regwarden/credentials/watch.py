@@ -230,6 +230,11 @@ class CredentialWatch:
     def interval(self) -> float:
         return self.credential.watch_interval.total_seconds()
 
+    @property
+    def applied(self) -> CredentialSecret | None:
+        """The version verified and applied (or found in place after a start); None until then."""
+        return self._previous
+
     # ------------------------------------------------------------------ the job
 
     def run(self) -> None:

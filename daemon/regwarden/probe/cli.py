@@ -24,7 +24,7 @@ __all__ = ["probe_command", "result_row"]
 @click.argument("registries", nargs=-1)
 def probe_command(config_path: Path, as_json: bool, registries: tuple[str, ...]) -> None:
     """Probe REGISTRIES (default: every [[registries]] entry) once: DNS, TCP, TLS, /v2/, auth."""
-    from .lookup import docker_config_lookup
+    from .lookup import docker_lookup
     from .model import assess
     from .prober import ProbeTarget, probe
 
@@ -38,7 +38,7 @@ def probe_command(config_path: Path, as_json: bool, registries: tuple[str, ...])
     if not chosen:
         click.echo("no [[registries]] in the config", err=True)
         sys.exit(2)
-    lookup = docker_config_lookup(cfg)
+    lookup = docker_lookup(cfg)
     warning = cfg.detectors.tls_expiry_warning.total_seconds()
 
     def run(reg: Any) -> dict[str, Any]:

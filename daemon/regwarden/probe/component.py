@@ -26,7 +26,7 @@ from ..component import Context, Health
 from ..config import RegistryConfig
 from ..credentials.model import CredentialSecret
 from ..events import Event, Signal, Target
-from .lookup import CredentialLookup, docker_config_lookup
+from .lookup import CredentialLookup, docker_lookup
 from .model import PHASES, Assessment, FlapDamper, ProbeResult, assess, next_interval
 from .prober import ProbeTarget, probe
 
@@ -64,7 +64,7 @@ class ProbeComponent:
 
     def __init__(self, credential_lookup: CredentialLookup | None = None,
                  probe_function: ProbeFunction = probe, *, failing_floor: float = 5.0) -> None:
-        # the credentials manager's applied CredentialSecret is the intended lookup; default: Docker configs
+        # the daemon passes the credentials component's applied secret first; default: what Docker would use
         self._lookup = credential_lookup
         self._probe = probe_function
         self._floor = failing_floor
@@ -78,7 +78,7 @@ class ProbeComponent:
     def start(self, ctx: Context) -> None:
         self._ctx = ctx
         if self._lookup is None:
-            self._lookup = docker_config_lookup(ctx.config)
+            self._lookup = docker_lookup(ctx.config)
         self._registries = {reg.name: reg for reg in ctx.config.registries}
         self._states = {
             name: _State(FlapDamper(reg.failures_before_alert), reg.probe_interval.total_seconds())
@@ -113,8 +113,21 @@ class ProbeComponent:
             self._executor = None
 
     def health(self) -> Health:
+        """Not ready while a registry is unreachable (verdict `down`) or not probed yet; an auth failure
+        or a finding is an alert, not unreadiness. /readyz takes this in place of a check of its own."""
         if self._ctx is None:
             return Health(False, "not started")
+        down, pending = [], []
+        for name, state in sorted(self._states.items()):
+            result, assessment = state.result, state.assessment
+            if result is None or assessment is None:
+                pending.append(name)
+            elif assessment.verdict == "down":
+                down.append(f"registry:{name}: {result.failed_phase}: {result.reason}")
+        if down:
+            return Health(False, "; ".join(down))
+        if pending:
+            return Health(False, "not probed yet: " + ", ".join(pending))
         return Health(True)
 
     def status(self) -> dict[str, Any]:
@@ -153,8 +166,8 @@ class ProbeComponent:
         assessment = assess(result, expect_auth=reg.expect_auth,
                             tls_warning_seconds=ctx.config.detectors.tls_expiry_warning.total_seconds(),
                             now=time.time())
-        state.result, state.assessment = result, assessment
         self._update_metrics(ctx, reg.name, state, result, assessment)
+        state.result, state.assessment = result, assessment  # after the metrics: /status shows it last
         failure_changed = self._report_failure(ctx, reg, state, result)
         state.damper, change = state.damper.observe(result.ok)
         if change is not None or first or (state.damper.firing and failure_changed):
@@ -199,6 +212,7 @@ class ProbeComponent:
             series = state.series = _Series(ctx, name)
         ctx.metrics.probes.labels(name, assessment.verdict).inc()
         series.success.set(1 if result.ok else 0)
+        series.reachable.set(0 if assessment.verdict == "down" else 1)
         for phase in PHASES:
             series.duration[phase].set(result.phases.get(phase, 0.0))
             series.failed_phase[phase].set(1 if result.failed_phase == phase else 0)
@@ -226,6 +240,7 @@ class _Series:
     def __init__(self, ctx: Context, name: str) -> None:
         m = ctx.metrics
         self.success = m.probe_success.labels(name)
+        self.reachable = m.dependency_up.labels("registry", name)
         self.duration = {phase: m.probe_duration.labels(name, phase) for phase in PHASES}
         self.failed_phase = {phase: m.probe_failed_phase.labels(name, phase) for phase in PHASES}
         self.http_status = m.probe_http_status.labels(name)

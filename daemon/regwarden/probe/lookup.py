@@ -1,29 +1,39 @@
-"""Where the probe component gets a credential's current value.
+"""Where the probe gets a credential's current value.
 
-The component takes any `CredentialLookup` (`name -> CredentialSecret | None`). The credentials
-manager keeps the applied `CredentialSecret` and is the intended source; until it is wired in,
-`docker_config_lookup` reads the credential from the Docker client configs regwarden keeps logged in
-(`[docker].client_configs`, their `auths` entries), which hold the applied value.
+The component takes any `CredentialLookup` (`name -> CredentialSecret | None`). In the daemon the
+first answer comes from the credentials component: the version it verified and applied, held in
+memory. Until a version is applied (the first seconds after a start), and in `regwarden probe`, the
+answer is what Docker itself would present to the registry (`docker_lookup`):
+
+- a client certificate in `[docker].certs_dir/<host:port>/` (`*.cert` with its `*.key`), for a
+  credential whose provider issues certificates or whose registry already has one there;
+- else, in each of `[docker].client_configs`, the credential helper Docker would ask
+  (`credHelpers[host:port]`, then `credsStore`), and the file's `auths` entry when the helper has
+  nothing or cannot be run.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from ..config import Config
+from ..config import Config, RegistryConfig
 from ..credentials.model import IDENTITY_TOKEN_USER, CredentialSecret
+from ..docker.client_config import CredentialHelper, helper_for, read_config, registry_key
+from ..errors import DockerError
 
-__all__ = ["CredentialLookup", "auth_entry", "docker_config_lookup", "no_credentials"]
+__all__ = ["CredentialLookup", "auth_entry", "docker_lookup", "first_of", "no_credentials"]
 
 CredentialLookup = Callable[[str], CredentialSecret | None]
 log = structlog.get_logger(__name__)
+
+HELPER_TIMEOUT = 5.0
 
 
 def no_credentials(name: str) -> CredentialSecret | None:
@@ -31,21 +41,39 @@ def no_credentials(name: str) -> CredentialSecret | None:
     return None
 
 
-def docker_config_lookup(cfg: Config) -> CredentialLookup:
-    """A lookup reading `auths` of `[docker].client_configs` for the registries that use the credential."""
-    files = list(cfg.docker.client_configs) if cfg.docker is not None else []
-    hosts: dict[str, list[str]] = {}
-    for reg in cfg.registries:
-        if reg.credential is not None:
-            hosts.setdefault(reg.credential, []).append(reg.host_port)
+def first_of(*lookups: CredentialLookup) -> CredentialLookup:
+    """The first answer of `lookups`, asked in order."""
 
     def lookup(name: str) -> CredentialSecret | None:
-        for path in files:
-            auths = _read_auths(path)
-            for host in hosts.get(name, []):
-                entry = auth_entry(auths, host)
-                if entry is not None:
-                    return _secret(name, entry)
+        for each in lookups:
+            secret = each(name)
+            if secret is not None:
+                return secret
+        return None
+
+    return lookup
+
+
+def docker_lookup(cfg: Config, *, helper_timeout: float = HELPER_TIMEOUT) -> CredentialLookup:
+    """A lookup answering what Docker would present to the registries that use the credential."""
+    files = list(cfg.docker.client_configs) if cfg.docker is not None else []
+    certs_dir = cfg.docker.certs_dir if cfg.docker is not None else None
+    issues_certificates = {c.name for c in cfg.credentials if c.provider == "vault-pki"}
+    registries: dict[str, list[RegistryConfig]] = {}
+    for reg in cfg.registries:
+        if reg.credential is not None:
+            registries.setdefault(reg.credential, []).append(reg)
+
+    def lookup(name: str) -> CredentialSecret | None:
+        for reg in registries.get(name, []):
+            if certs_dir is not None:
+                secret = _certs_dir_secret(name, certs_dir / reg.host_port)
+                if secret is not None or name in issues_certificates:
+                    return secret
+            for path in files:
+                secret = _config_secret(name, path, reg, helper_timeout)
+                if secret is not None:
+                    return secret
         return None
 
     return lookup
@@ -61,19 +89,28 @@ def auth_entry(auths: Mapping[str, Any], host_port: str) -> Mapping[str, Any] | 
     return None
 
 
-def _read_auths(path: Path) -> Mapping[str, Any]:
+def _config_secret(name: str, path: Path, reg: RegistryConfig, helper_timeout: float) -> CredentialSecret | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.warning("docker_config_unreadable", path=str(path), error=type(exc).__name__)
-        return {}
-    auths = data.get("auths") if isinstance(data, dict) else None
-    return auths if isinstance(auths, dict) else {}
+        doc = read_config(path)
+    except DockerError as exc:
+        log.warning("docker_config_unreadable", path=str(path), error=str(exc))
+        return None
+    key = registry_key(reg.url)
+    try:
+        helper = helper_for(doc, key)
+        stored = CredentialHelper(helper, timeout=helper_timeout).get(key) if helper else None
+    except DockerError as exc:  # the auths entry below is what is left
+        log.warning("probe_credential_helper_failed", registry=reg.name, error=str(exc))
+        stored = None
+    if stored is not None:
+        username, secret = stored
+        return CredentialSecret(name, 0, username=username, password=secret) if username and secret else None
+    auths = doc.get("auths")
+    entry = auth_entry(auths, reg.host_port) if isinstance(auths, Mapping) else None
+    return _auths_secret(name, entry) if entry is not None else None
 
 
-def _secret(name: str, entry: Mapping[str, Any]) -> CredentialSecret | None:
+def _auths_secret(name: str, entry: Mapping[str, Any]) -> CredentialSecret | None:
     token = entry.get("identitytoken")
     if isinstance(token, str) and token:
         return CredentialSecret(name, 0, username=IDENTITY_TOKEN_USER, password=token)
@@ -87,3 +124,23 @@ def _secret(name: str, entry: Mapping[str, Any]) -> CredentialSecret | None:
     if not sep or not username or not password:
         return None
     return CredentialSecret(name, 0, username=username, password=password)
+
+
+def _certs_dir_secret(name: str, directory: Path) -> CredentialSecret | None:
+    """The client pair Docker would load from `directory` (`client.cert` first, as regwarden names it)."""
+    try:
+        real = Path(os.path.realpath(directory))  # once: a swap while reading cannot mix two versions
+        names = sorted(p.name for p in real.iterdir())
+    except OSError:
+        return None
+    certs = sorted((n for n in names if n.endswith(".cert") and f"{n[:-5]}.key" in names),
+                   key=lambda n: (n != "client.cert", n))
+    if not certs:
+        return None
+    try:
+        certificate = (real / certs[0]).read_text(encoding="utf-8")
+        private_key = (real / f"{certs[0][:-5]}.key").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("probe_client_certificate_unreadable", path=str(real), error=type(exc).__name__)
+        return None
+    return CredentialSecret(name, 0, certificate=certificate, private_key=private_key)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +18,10 @@ from regwarden.credentials.apply import apply_credential, targets_hold
 from regwarden.credentials.model import CredentialSecret
 from regwarden.docker.client_config import auth_entry, read_config
 from regwarden.errors import CredentialError
+from regwarden.probe.lookup import docker_lookup
+from regwarden.probe.prober import ProbeTarget, probe
 from regwarden.registry.verify import verify_credential
+from tests.fakes.credential_helper import install_helper
 from tests.integration.harness import (
     DockerEngine,
     ImageTransferError,
@@ -29,33 +31,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-# docker-credential-rwtest: the credential-helper protocol over a JSON file, every call logged.
-HELPER = """#!/usr/bin/env python3
-import json, os, sys
-store, calls = os.environ["RWTEST_HELPER_STORE"], os.environ["RWTEST_HELPER_CALLS"]
-data = json.load(open(store)) if os.path.exists(store) else {}
-action = sys.argv[1]
-payload = sys.stdin.read()
-with open(calls, "a") as log:
-    log.write(action + "\\n")
-if action == "store":
-    item = json.loads(payload)
-    data[item["ServerURL"]] = {"Username": item["Username"], "Secret": item["Secret"]}
-elif action == "get":
-    url = payload.strip()
-    if url not in data:
-        print("credentials not found in native keychain")
-        sys.exit(1)
-    print(json.dumps({"ServerURL": url, **data[url]}))
-    sys.exit(0)
-elif action == "erase":
-    data.pop(payload.strip(), None)
-elif action == "list":
-    print(json.dumps({k: v["Username"] for k, v in data.items()}))
-    sys.exit(0)
-json.dump(data, open(store, "w"))
-"""
 
 
 def make_config(tmp_path: Path, registry: RegistryServer, configs: list[Path]) -> Config:
@@ -131,13 +106,7 @@ def test_helper_gets_the_credential_and_other_config_is_kept(
         tmp_path: Path, registry: RegistryServer, dockerd: DockerEngine, image: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With credsStore set the helper receives `store`; other registries, helpers and unknown keys stay."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "docker-credential-rwtest").write_text(HELPER)
-    (bindir / "docker-credential-rwtest").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
-    monkeypatch.setenv("RWTEST_HELPER_STORE", str(tmp_path / "helper-store.json"))
-    monkeypatch.setenv("RWTEST_HELPER_CALLS", str(tmp_path / "helper-calls.log"))
+    helper = install_helper(tmp_path, monkeypatch)
     stale = base64.b64encode(b"old:old-password").decode()
     original = {
         "auths": {"other.example:5000": {"auth": base64.b64encode(b"u:p").decode()},
@@ -154,9 +123,8 @@ def test_helper_gets_the_credential_and_other_config_is_kept(
     secret = new_user(registry, 3)
     apply_credential(cfg, cfg.credential("ci"), secret, previous=None)
 
-    assert "store" in (tmp_path / "helper-calls.log").read_text().split()
-    stored = json.loads((tmp_path / "helper-store.json").read_text())
-    assert stored == {registry.host_port: {"Username": secret.username, "Secret": secret.password}}
+    assert "store" in helper.calls()
+    assert helper.stored() == {registry.host_port: {"Username": secret.username, "Secret": secret.password}}
     after = read_config(path)
     expected = dict(original)
     expected["auths"] = {"other.example:5000": original["auths"]["other.example:5000"],  # type: ignore[index]
@@ -168,6 +136,12 @@ def test_helper_gets_the_credential_and_other_config_is_kept(
         pull_image(client, image, auth=auth_from(path, registry.host_port))
     finally:
         client.close()
+
+    # the probe presents what Docker would: the helper's value, which the registry accepts
+    seen = docker_lookup(cfg)("ci")
+    assert seen is not None and (seen.username, seen.password) == (secret.username, secret.password)
+    result = probe(ProbeTarget.from_config(cfg.registries[0]), seen)
+    assert result.ok and result.auth_ok, result.reason
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from regwarden.rotation.providers import vault_serial
 from tests.integration.credentials.test_client_certificates import (
@@ -68,12 +69,12 @@ def test_certificates_rotate_every_20s_without_a_failed_pull(
         token = tmp_path / "vault-token"
         token.write_text(openbao.token)
         token.chmod(0o600)
-        config = tmp_path / "regwarden.toml"
+        config, listen = tmp_path / "regwarden.toml", f"127.0.0.1:{free_port()}"
         config.write_text(f"""
 [daemon]
 state_dir = "{tmp_path / 'state'}"
 audit_log = "{tmp_path / 'audit.jsonl'}"
-listen = "127.0.0.1:{free_port()}"
+listen = "{listen}"
 log_format = "json"
 
 [vault]
@@ -134,14 +135,20 @@ pki = {{ mount = "{pki.mount}", role = "client", common_name = "ci.regwarden.tes
         assert not failures, failures[:5]
         assert pulls[0] > 150
         assert 5 <= last - first <= 7
-        time.sleep(7)  # the overlap of the last rotation ends, its old serial is revoked
+        # the daemon probes the mTLS registry with the client certificate it applied
+        metrics = requests.get(f"http://{listen}/metrics", timeout=5).text
+        assert 'regwarden_probe_success{registry="mtls"} 1.0' in metrics
+        assert 'regwarden_probe_auth_success{registry="mtls"} 1.0' in metrics
         pki_api = openbao.client()
-        for version in range(first, last):
+
+        def revoked(version: int) -> bool:
             cert = kv.read_secret_version(path="regwarden-pki/mtls", mount_point="secret", version=version,
                                           raise_on_deleted_version=True)["data"]["data"]["certificate"]
-            serial = vault_serial(cert)
-            answer = pki_api.secrets.pki.read_certificate(serial, mount_point=pki.mount)
-            assert answer["data"]["revocation_time"] > 0, f"v{version} serial {serial} is not revoked"
+            answer = pki_api.secrets.pki.read_certificate(vault_serial(cert), mount_point=pki.mount)
+            return bool(answer["data"]["revocation_time"] > 0)
+
+        # the last rotation's old serial is revoked once its 5 s overlap has passed
+        wait_for("every replaced serial revoked", lambda: all(revoked(v) for v in range(first, last)), timeout=30)
         current = kv.read_secret_version(path="regwarden-pki/mtls", mount_point="secret",
                                          raise_on_deleted_version=True)["data"]["data"]["certificate"]
         assert pki_api.secrets.pki.read_certificate(vault_serial(current), mount_point=pki.mount)[

@@ -97,3 +97,26 @@ def test_status_reports_the_last_probe(ctx: tuple[Context, list[Event | Signal]]
     assert (status["verdict"], status["failed_phase"], status["reason"], status["interval_seconds"]) == (
         "down", "tls", "certificate verify failed: x", 7.5)
     assert status["latency_ms"] == 501.0
+
+
+def test_readiness_follows_the_last_probe(ctx: tuple[Context, list[Event | Signal]]) -> None:
+    """Not ready before the first probe and while the registry is down (with phase and reason), ready
+    again after a successful probe; the dependency gauge of the registry follows."""
+    context, _ = ctx
+    component = ProbeComponent(probe_function=Script([("connect", "connection refused"), None]))
+    component.start(context)
+
+    def reachable() -> float | None:
+        return context.metrics.registry.get_sample_value("regwarden_dependency_up",
+                                                         {"dependency": "registry", "name": "reg"})
+
+    try:
+        assert (component.health().ready, component.health().detail) == (False, "not probed yet: reg")
+        component.run_probe("reg")
+        assert (component.health().ready, component.health().detail) == (
+            False, "registry:reg: connect: connection refused")
+        assert reachable() == 0
+        component.run_probe("reg")
+        assert component.health().ready and reachable() == 1
+    finally:
+        component.stop()
