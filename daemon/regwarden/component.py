@@ -91,7 +91,8 @@ class Component(Protocol):
 
 class SupervisedThread:
     """Runs `body(stop_event)` in a thread; when it raises, reports the source down and restarts it
-    with backoff (1 s to 5 min). `body` should return only when `stop_event` is set."""
+    with backoff (1 s to 5 min). `body` should return only when `stop_event` is set. Only `body` says
+    when the source is up (its input answers): a restart attempt is not up, so the gauge does not blink."""
 
     def __init__(self, name: str, body: Callable[[threading.Event], None], metrics: Metrics) -> None:
         self.name = name
@@ -115,7 +116,6 @@ class SupervisedThread:
     def _loop(self) -> None:
         backoff = Backoff(initial=1.0, maximum=300.0)
         while not self._stop.is_set():
-            self._metrics.source_up.labels(self.name).set(1)
             try:
                 self._body(self._stop)
                 self.last_error = None

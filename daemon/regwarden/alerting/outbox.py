@@ -125,7 +125,6 @@ class SinkWorker:
         sink = self.route.name
         delivery = attempt_send(self.route.sink, decode_notification(row.id, row.payload), self._timeout)
         attempt = judge_delivery(delivery, self._backoff)
-        self._metrics.notifications.labels(sink, attempt.outcome).inc()
         if attempt.outcome == "delivered":
             self._store.mark_delivered(row.id)
             self._metrics.notification_latency.labels(sink).observe(max(0.0, time.time() - row.signal_at))
@@ -142,6 +141,7 @@ class SinkWorker:
             self.last_error = delivery.detail
             log.error("notification_failed", sink=sink, notification=row.id, reason=delivery.detail)
         self._on_change(sink)
+        self._metrics.notifications.labels(sink, attempt.outcome).inc()  # counted once the outbox holds it
         if attempt.outcome == "failed":
             self._on_broken(sink, delivery.detail or "permanent delivery failure")
             return False

@@ -25,7 +25,8 @@ SAMPLE = REPO / "tests" / "unit" / "audit" / "samples" / "distribution-2.8-json.
 def registry_records(audit: Path) -> list[dict[str, object]]:
     if not audit.exists():
         return []
-    return [r for r in (json.loads(line) for line in audit.read_text().splitlines())
+    # the daemon may be writing: a last line without its closing brace is not complete yet
+    return [r for r in (json.loads(line) for line in audit.read_text().splitlines() if line.endswith("}"))
             if r["source"] == "registry-log"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,19 @@ def key(event: Event) -> str:
     if event.kind == "registry.unparsed":
         record.pop("time")
     return json.dumps(record, sort_keys=True)
+
+
+def settled_log(path: Path, access_lines: int, timeout: float = 30.0) -> list[bytes]:
+    """The lines of `path` once it holds `access_lines` access lines and has stopped growing: the registry
+    logs a request after it has answered it, so the last answers come before their lines."""
+    deadline, size = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        data = path.read_bytes()
+        if len(data) == size and data.count(b' HTTP/1.1" ') >= access_lines:
+            return data.splitlines()
+        size = len(data)
+        time.sleep(0.3)
+    raise AssertionError(f"{path} did not settle with {access_lines} access lines within {timeout:g}s")
 
 
 def test_every_line_once_through_rotations_and_a_tailer_restart(
@@ -82,7 +96,7 @@ def test_every_line_once_through_rotations_and_a_tailer_restart(
         assert statuses == Counter({401: 800, 200: 1600})
 
         everything = registry.log_path.with_name(registry.log_path.name + ".all")
-        written = everything.read_bytes().splitlines()
+        written = settled_log(everything, access_lines=REQUESTS)
         truth = Counter(key(parse_registry_line(line, registry="internal", host="testhost")) for line in written)
         collected.wait("every line", lambda: len(collected.of("registry-log")) >= len(written), timeout=60)
         source.stop()

@@ -249,7 +249,8 @@ def test_status_command_shows_the_running_daemon(host: Host) -> None:
         credentials = components.get("credentials", {}).get("credentials", {})
         return all(c.get("applied_version") for c in credentials.values()) and len(credentials) == 2 and \
             all(p.get("verdict") not in (None, "pending") for p in components.get("probes", {}).values()) and \
-            bool(components.get("alerting", {}).get("active_alerts"))
+            bool(components.get("alerting", {}).get("active_alerts")) and \
+            all(s.get("outbox_depth") == 0 for s in components["alerting"].get("sinks", {}).values())
 
     wait_for("daemon busy", ready, 60)
     text = host.cli("status").stdout

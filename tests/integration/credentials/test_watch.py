@@ -42,7 +42,8 @@ def test_new_version_reaches_config_json_within_watch_interval(
 
     assert seen - written <= 2.0 + 2.0, f"took {seen - written:.2f}s (spec: watch_interval + 2 s)"
     pull_with_applied(host, dockerd, pushed_image)
-    assert host.status()["credentials"][host.name]["applied_version"] == version
+    # config.json is written before the journal records the apply
+    wait_for("the apply recorded", lambda: host.status()["credentials"][host.name]["applied_version"] == version, 5)
 
 
 def test_rejected_password_never_reaches_config_json(
@@ -91,6 +92,9 @@ def test_restart_rechecks_targets_without_reapplying(
     host.config_json.write_text('{"auths": {}}')  # someone logged out while regwarden was down
     host.start()
     host.wait_applied(user, timeout=10)
+    # the credential.applied record follows the write to config.json through the bus and the audit log
+    wait_for("the apply audited", lambda: len(host.events("credential.applied")) >= applied + 1, 5)
+    time.sleep(1.5)  # a few more watch rounds: still one apply
     assert len(host.events("credential.applied")) == applied + 1
 
 

@@ -22,7 +22,7 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     """A service that forked a background child leaves neither behind after stop()."""
     pidfile = tmp_path / "child.pid"
     service = Service("forker", ["sh", "-c", f"sleep 300 & echo $! > {pidfile}; wait"], tmp_path / "log",
-                      ready=pidfile.exists)
+                      ready=lambda: pidfile.exists() and pidfile.read_text().strip() != "")
     service.start()
     leader, child = service.pid, int(pidfile.read_text())
     assert leader is not None and _alive(leader) and _alive(child)
