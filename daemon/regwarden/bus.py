@@ -39,9 +39,11 @@ _STOP = object()
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """`done()` runs once what was published before it is handled (and durable, see the module doc)."""
+    """`done()` runs once what was published before it is handled (and durable, see the module doc).
+    `urgent`: someone waits on it (an HTTP answer), so the keeper makes it durable now, not at its pace."""
 
     done: Callable[[], None]
+    urgent: bool = False
 
     def run(self) -> None:
         try:
@@ -80,9 +82,10 @@ class Bus:
         if events:
             self._put(list(events), len(events), timeout)
 
-    def publish_checkpoint(self, done: Callable[[], None], timeout: float | None = None) -> None:
+    def publish_checkpoint(self, done: Callable[[], None], timeout: float | None = None, *,
+                           urgent: bool = False) -> None:
         """Queue a Checkpoint: `done()` runs after everything published before it (see the module doc)."""
-        self._put(Checkpoint(done), 0, timeout)
+        self._put(Checkpoint(done, urgent), 0, timeout)
 
     def set_keeper(self, keeper: Callable[[Checkpoint], None] | None) -> None:
         """Who makes Checkpoints durable (the audit trail: it runs them once their records are fsynced);

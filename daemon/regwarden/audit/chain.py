@@ -189,7 +189,8 @@ class AuditWriter:
         self._size = 0  # bytes in the current file (set by _open)
         self._waiting: deque[tuple[int, Callable[[], None]]] = deque()  # when_durable callbacks by seq
         self.torn_bytes = 0  # bytes of an incomplete record cut at start or recovery (a crash, a failed write)
-        self._wake = threading.Event()
+        self._stop_flush = threading.Event()  # stops the flusher
+        self._soon = threading.Event()  # the flusher syncs now (a `when_durable(soon=True)` waits)
         self._flusher: threading.Thread | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -278,12 +279,15 @@ class AuditWriter:
             self._run_durable()
         return seq
 
-    def when_durable(self, done: Callable[[], None]) -> None:
+    def when_durable(self, done: Callable[[], None], *, soon: bool = False) -> None:
         """Call `done()` once every record appended so far is fsynced (now, if it already is; else from
-        the thread that fsyncs next). How sources store their cursors (bus.Checkpoint)."""
+        the thread that fsyncs next). How sources store their cursors (bus.Checkpoint). `soon`: someone
+        is waiting, fsync now instead of at the end of the interval (appends meanwhile share it)."""
         with self._lock:
             if self._head.seq > self._durable:
                 self._waiting.append((self._head.seq, done))
+                if soon:
+                    self._soon.set()
                 return
         _call(done)
 
@@ -432,18 +436,24 @@ class AuditWriter:
                     bytes=len(fragment))
 
     def _start_flusher(self) -> None:
-        self._wake.clear()
+        self._stop_flush.clear()
+        self._soon.clear()
         self._flusher = threading.Thread(target=self._flush_loop, name="audit-flush", daemon=True)
         self._flusher.start()
 
     def _stop_flusher(self) -> None:
         thread, self._flusher = self._flusher, None
         if thread is not None:
-            self._wake.set()
+            self._stop_flush.set()
+            self._soon.set()
             thread.join(2.0)
 
     def _flush_loop(self) -> None:
-        while not self._wake.wait(self._interval):
+        while True:
+            self._soon.wait(self._interval)
+            self._soon.clear()
+            if self._stop_flush.is_set():
+                return
             with self._lock:
                 if self._dirty and not self._closed and self._broken is None:
                     try:

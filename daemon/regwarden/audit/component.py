@@ -181,7 +181,7 @@ class AuditTrail:
                 self._held.append(checkpoint)
                 return
             writer = self._writer
-        writer.when_durable(checkpoint.done)
+        writer.when_durable(checkpoint.done, soon=checkpoint.urgent)
 
     def handle_batch(self, events: Sequence[Event]) -> None:
         if self._ctx is None:

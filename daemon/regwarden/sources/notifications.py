@@ -1,12 +1,13 @@
 """The registry notifications receiver: `POST /v1/registry-events` → audit Events.
 
-A threaded HTTP(S) server. Per request, in this order, each answered without delay:
+A threaded HTTP(S) server. Per request, in this order:
 - another path → 404, another method → 405;
 - `Authorization: Bearer <token>` compared in constant time; missing or wrong → 401;
 - no `Content-Length` → 411; over `max_body_bytes` → 413, the body is not read;
 - a body that is not a distribution envelope → 400 with a short reason;
-- otherwise every event whose id was not seen before is put on the bus and remembered → 200.
-  A full bus (the daemon cannot keep up) → 503, so the registry retries the envelope later.
+- otherwise every event whose id was not seen before is put on the bus → 200 once the audit log has
+  it on disk (see `accept`). A full bus (the daemon cannot keep up) or an audit log that does not
+  get it to disk within DURABLE_TIMEOUT → 503, so the registry retries the envelope later.
 Every refusal is counted in `regwarden_input_rejected_total{source="registry-notify",reason}`.
 Connections have a read timeout (slow clients cannot hold a thread for long) and their number is
 bounded; the TLS handshake runs in the connection's thread, never in the accept loop.
@@ -43,6 +44,7 @@ SEEN_MAX = 100_000
 CONNECTION_TIMEOUT = 10.0
 MAX_CONNECTIONS = 64
 PUBLISH_TIMEOUT = 2.0
+DURABLE_TIMEOUT = 5.0
 BODY_DEADLINE = 30.0
 
 _DDL = """
@@ -151,6 +153,7 @@ class NotificationReceiver:
         self._thread: threading.Thread | None = None
         self._ctx: Context | None = None
         self._seen: SeenIds | None = None
+        self._pending: dict[str, None] = {}  # ids on the bus, not yet known durable (insertion order)
         self._lock = threading.Lock()
         self.accepted = 0
         self.duplicates = 0
@@ -223,7 +226,15 @@ class NotificationReceiver:
         self._ctx.metrics.input_rejected.labels("registry-notify", reason).inc()
 
     def accept(self, body: bytes) -> tuple[int, str]:
-        """Parse, dedupe and publish one envelope; returns the HTTP status and a short reason."""
+        """Parse, dedupe and publish one envelope, then wait until its records are on disk in the audit
+        log; returns the HTTP status and a short reason.
+
+        The registry forgets an envelope once it got 200, so 200 means durable: the events go on the
+        bus followed by an urgent Checkpoint (the audit writer fsyncs at once, not at its interval).
+        Ids are remembered as seen (SQLite) only then; until then they are pending in memory, so that
+        a retry is not published twice but still waits for them. Not durable within DURABLE_TIMEOUT
+        (the audit log failing, the bus stuck) → 503: the registry retries later.
+        """
         from ..audit.parse import parse_notification_envelope
 
         assert self._ctx is not None and self._seen is not None
@@ -234,26 +245,42 @@ class NotificationReceiver:
         except ValueError as exc:
             self.reject("malformed")
             return 400, str(exc)[:200]
-        with self._lock:  # one envelope at a time: check, publish and remember stay consistent
+        durable = threading.Event()
+        waiting: list[str] = []  # ids of this envelope not yet known durable: published now or pending
+        with self._lock:  # one envelope at a time: check, publish and mark pending stay consistent
             fresh = self._seen.unseen([e.id for e in events if e.id])
-            published: list[str] = []
             try:
                 for event in events:
-                    if event.id is not None and event.id not in fresh:
+                    if event.id is None or event.id not in fresh:
                         self.duplicates += 1
                         continue
-                    if event.id is not None and event.id in published:
+                    if event.id in waiting:  # the same id twice in one envelope
+                        continue
+                    waiting.append(event.id)
+                    if event.id in self._pending:  # a retry: published before, not durable yet
+                        self.duplicates += 1
                         continue
                     ctx.bus.publish(event, timeout=PUBLISH_TIMEOUT)
                     self._lag(event)
-                    if event.id is not None:
-                        published.append(event.id)
+                    self._pending[event.id] = None
+                    self.accepted += 1
+                if waiting:
+                    ctx.bus.publish_checkpoint(durable.set, timeout=PUBLISH_TIMEOUT, urgent=True)
             except queue.Full:
                 self.reject("busy")
                 return 503, "event bus full, retry later"
             finally:
-                self._seen.remember(published)
-        self.accepted += len(published)
+                while len(self._pending) > SEEN_MAX:  # a sender that never retries: forget the oldest
+                    del self._pending[next(iter(self._pending))]
+        if not waiting:
+            return 200, "ok"
+        if not durable.wait(DURABLE_TIMEOUT):
+            self.reject("not_durable")
+            return 503, "audit log not written yet, retry later"
+        with self._lock:
+            self._seen.remember(waiting)
+            for event_id in waiting:
+                self._pending.pop(event_id, None)
         return 200, "ok"
 
     def _lag(self, event: Event) -> None:

@@ -1,11 +1,13 @@
-"""`regwarden run` killed (SIGKILL) while it ingests a large registry log loses no line: a source's cursor
-is stored only once the lines before it are in the audit log on disk, so the restarted daemon reads
-again what the dead one had not written."""
+"""`regwarden run` killed (SIGKILL) while it ingests loses nothing: a registry log source's cursor is stored
+only once the lines before it are in the audit log on disk, so the restarted daemon reads again what the
+dead one had not written; a notification envelope is answered 200 only once its records are on disk, since
+the registry never sends it again after that."""
 
 from __future__ import annotations
 
 import json
 import signal
+import threading
 import uuid
 from pathlib import Path
 
@@ -20,6 +22,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 SAMPLE = REPO / "tests" / "unit" / "audit" / "samples" / "distribution-2.8-json.log"
+ENVELOPES = REPO / "tests" / "unit" / "audit" / "samples" / "notifications-envelopes.jsonl"
+TOKEN = "crash-test-notify-token"
 LINES = 150_000
 
 
@@ -114,3 +118,74 @@ poll_interval = "100ms"
     assert len(found) - LINES < LINES // 4
     result = verify(chain_files(audit_log))
     assert result.ok, result.broken
+
+
+def notification_ids(audit_log: Path) -> set[str]:
+    ids = set()
+    for line in audit_log.read_bytes().splitlines() if audit_log.exists() else []:
+        if line.endswith(b"}"):
+            record = json.loads(line)
+            if record.get("source") == "registry-notify":
+                ids.add(record["id"])
+    return ids
+
+
+def test_a_killed_daemon_loses_no_acknowledged_notification(tmp_path: Path) -> None:
+    """Envelopes posted one after another, as a registry does, to a daemon whose audit writer fsyncs only
+    every 30 s; SIGKILL at some point: every event of every envelope answered 200 is in the audit log."""
+    template = json.loads(ENVELOPES.read_text().splitlines()[0])["body"]
+    audit_log = tmp_path / "audit.jsonl"
+    token_file = tmp_path / "notify-token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+    listen, notify = free_port(), free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(f"""
+[daemon]
+state_dir = "{tmp_path}/state"
+audit_log = "{audit_log}"
+listen = "127.0.0.1:{listen}"
+log_format = "json"
+
+[audit]
+fsync_interval = "30s"
+
+[sources.registry_notifications]
+listen = "127.0.0.1:{notify}"
+token_file = "{token_file}"
+""")
+    daemon = start_daemon(config, tmp_path / "daemon.log")
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def sender() -> None:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {TOKEN}",
+                   "Content-Type": "application/vnd.docker.distribution.events.v1+json"}
+        while not stop.is_set():
+            event_id = str(uuid.uuid4())
+            envelope = {"events": [{**template["events"][0], "id": event_id}]}
+            try:
+                answer = session.post(f"http://127.0.0.1:{notify}/v1/registry-events", json=envelope,
+                                      headers=headers, timeout=10)
+            except requests.RequestException:
+                continue  # not listening yet, or killed
+            if answer.status_code == 200:
+                acknowledged.append(event_id)
+
+    thread = threading.Thread(target=sender, daemon=True)
+    try:
+        wait_for("the daemon to listen", lambda: requests.get(f"http://127.0.0.1:{listen}/healthz", timeout=1).ok, 30)
+        thread.start()
+        wait_for("200 envelopes acknowledged", lambda: len(acknowledged) >= 200, 60)
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+    finally:
+        stop.set()
+        thread.join(15)
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(5)
+    missing = set(acknowledged) - notification_ids(audit_log)
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged notifications are not in the audit log"
+

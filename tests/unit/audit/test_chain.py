@@ -481,6 +481,20 @@ def test_when_durable_runs_after_the_fsync_that_covers_the_records(log: Path) ->
     writer.close()
 
 
+def test_when_durable_soon_fsyncs_without_waiting_for_the_interval(log: Path) -> None:
+    """Someone waiting (`soon=True`) gets the fsync now, and the earlier waiters with it; records on
+    disk when the callback runs."""
+    writer = AuditWriter(log, fsync_interval=3600)
+    writer.append_events(events(2))
+    patient, waiting = threading.Event(), threading.Event()
+    writer.when_durable(patient.set)
+    assert not patient.wait(0.3)  # the interval is an hour
+    writer.append_events(events(1))
+    writer.when_durable(lambda: waiting.set() if len(lines_of(log)) == 3 else None, soon=True)
+    assert waiting.wait(10) and patient.is_set()
+    writer.close()
+
+
 def test_when_durable_with_fsync_on_every_append(log: Path) -> None:
     ran: list[int] = []
     writer = AuditWriter(log, fsync_interval=0)

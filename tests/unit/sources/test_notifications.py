@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from regwarden.bus import Checkpoint
 from regwarden.config import RegistryNotificationsSource
+from regwarden.sources import notifications
 from regwarden.sources.notifications import PATH, NotificationReceiver, SeenIds, authorized, body_problem
 from regwarden.state import StateStore
 from tests.sources_support import Collected, free_port
@@ -186,3 +188,28 @@ def test_token_never_appears_in_status(served: tuple[NotificationReceiver, str])
     """The component's status and health do not carry the token."""
     text = json.dumps(served[0].status()) + str(served[0].health())
     assert TOKEN not in text
+
+
+def test_the_answer_waits_until_the_records_are_durable(collected: Collected, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the audit trail holds the envelope's checkpoint (not on disk yet) the answer is 503, the
+    events are published once and not remembered as seen; once they are durable, the registry's retry
+    of the same envelope gets 200 without publishing them again, and the ids are remembered."""
+    monkeypatch.setattr(notifications, "DURABLE_TIMEOUT", 0.3)
+    held: list[Checkpoint] = []
+    collected.ctx.bus.set_keeper(held.append)
+    seen = SeenIds(collected.ctx.state)
+    with receiver(collected, tmp_path) as (component, url):
+        first = post(url, envelope("e1", "e2"))
+        assert (first.status_code, first.text) == (503, "audit log not written yet, retry later\n")
+        assert collected.rejected("registry-notify", "not_durable") == 1
+        collected.wait("the events published", lambda: len(collected.of("registry-notify")) == 2)
+        assert seen.unseen(["e1", "e2"]) == {"e1", "e2"}  # a restart now would take them again
+        for checkpoint in held:
+            checkpoint.run()
+        collected.ctx.bus.set_keeper(None)  # durable from now on as soon as dispatched
+        assert post(url, envelope("e1", "e2")).status_code == 200
+        assert [e.id for e in collected.of("registry-notify")] == ["e1", "e2"]
+        assert seen.unseen(["e1", "e2"]) == set()
+        assert component.status()["accepted"] == 2
+
