@@ -52,6 +52,7 @@ __all__ = [
     "RegistryTLS",
     "TLSCertificates",
     "binary",
+    "daemon_table",
     "free_port",
     "import_tiny_image",
     "in_ci",
@@ -61,6 +62,7 @@ __all__ = [
     "regwarden_env",
     "require",
     "running",
+    "secret_file",
     "start_daemon",
     "wait_for",
 ]
@@ -122,6 +124,29 @@ def regwarden_env(**extra: str) -> dict[str, str]:
     env.pop("NOTIFY_SOCKET", None)
     env.update(extra)
     return env
+
+
+def daemon_table(workdir: Path, listen: int | str, *, audit_log: Path | None = None, **extra: str) -> str:
+    """The `[daemon]` table of a test daemon: state in `workdir/state`, the audit log at `audit_log`
+    (default `workdir/audit.jsonl`), HTTP on `listen` (a port on 127.0.0.1, or "HOST:PORT" as given),
+    JSON logs, then each of `extra` as `key = "value"` (host, log_level, ...)."""
+    address = f"127.0.0.1:{listen}" if isinstance(listen, int) else listen
+    lines = [
+        "[daemon]",
+        f'state_dir = "{workdir / "state"}"',
+        f'audit_log = "{audit_log if audit_log is not None else workdir / "audit.jsonl"}"',
+        f'listen = "{address}"',
+        'log_format = "json"',
+        *(f'{key} = "{value}"' for key, value in extra.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def secret_file(path: Path, text: str) -> Path:
+    """A 0600 file holding `text` at `path`: regwarden refuses group- or world-readable secret files."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
 
 
 def start_daemon(config: Path, log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:

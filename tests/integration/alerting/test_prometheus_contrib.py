@@ -15,7 +15,7 @@ from regwarden.daemon import Daemon
 from regwarden.events import Signal
 from regwarden.metrics import Metrics
 from tests.integration.alerting.rig import wait_for
-from tests.integration.harness import free_port
+from tests.integration.harness import daemon_table, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -60,12 +60,7 @@ def test_daemon_metrics_endpoint_passes_promtool_check_metrics(tmp_path: Path, p
     """A running Daemon's /metrics, after an alert went through its pipeline, passes promtool check metrics."""
     port = free_port()
     config = tmp_path / "config.toml"
-    config.write_text(f"""
-[daemon]
-state_dir = "{tmp_path / 'state'}"
-audit_log = "{tmp_path / 'audit.jsonl'}"
-listen = "127.0.0.1:{port}"
-
+    config.write_text(daemon_table(tmp_path, port) + """
 [alerts]
 group_wait = "0s"
 

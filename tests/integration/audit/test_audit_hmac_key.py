@@ -20,6 +20,7 @@ from regwarden.config import load_config
 from regwarden.events import Event, utcnow
 from regwarden.metrics import Metrics
 from regwarden.state import StateStore
+from tests.integration.harness import secret_file
 
 pytestmark = pytest.mark.integration
 
@@ -30,9 +31,7 @@ def test_audit_chain_uses_the_hmac_key_from_vault(openbao: Any, tmp_path: Path) 
     key = "audit-" + secrets.token_hex(16)
     openbao.client().secrets.kv.v2.create_or_update_secret(
         path="regwarden/audit-hmac", secret={"hmac_key": key}, mount_point="secret")
-    token_file = tmp_path / "vault-token"
-    token_file.write_text(openbao.token)
-    token_file.chmod(0o600)
+    token_file = secret_file(tmp_path / "vault-token", openbao.token)
     config = tmp_path / "config.toml"
     config.write_text(f'''
 [daemon]

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from regwarden.audit.chain import chain_files, verify
-from tests.integration.harness import start_daemon, wait_for
+from tests.integration.harness import daemon_table, secret_file, start_daemon, wait_for
 from tests.sources_support import free_port
 
 pytestmark = pytest.mark.integration
@@ -75,13 +75,7 @@ def test_a_killed_daemon_loses_no_registry_log_line(tmp_path: Path) -> None:
     audit_log = tmp_path / "audit" / "audit.jsonl"
     listen = free_port()
     config = tmp_path / "config.toml"
-    config.write_text(f"""
-[daemon]
-state_dir = "{tmp_path}/state"
-audit_log = "{audit_log}"
-listen = "127.0.0.1:{listen}"
-log_format = "json"
-
+    config.write_text(daemon_table(tmp_path, listen, audit_log=audit_log) + f"""
 [[registries]]
 name = "local"
 url = "http://127.0.0.1:{free_port()}"
@@ -135,18 +129,10 @@ def test_a_killed_daemon_loses_no_acknowledged_notification(tmp_path: Path) -> N
     every 30 s; SIGKILL at some point: every event of every envelope answered 200 is in the audit log."""
     template = json.loads(ENVELOPES.read_text().splitlines()[0])["body"]
     audit_log = tmp_path / "audit.jsonl"
-    token_file = tmp_path / "notify-token"
-    token_file.write_text(TOKEN)
-    token_file.chmod(0o600)
+    token_file = secret_file(tmp_path / "notify-token", TOKEN)
     listen, notify = free_port(), free_port()
     config = tmp_path / "config.toml"
-    config.write_text(f"""
-[daemon]
-state_dir = "{tmp_path}/state"
-audit_log = "{audit_log}"
-listen = "127.0.0.1:{listen}"
-log_format = "json"
-
+    config.write_text(daemon_table(tmp_path, listen, audit_log=audit_log) + f"""
 [audit]
 fsync_interval = "30s"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import free_port, start_daemon
+from tests.integration.harness import daemon_table, free_port, start_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +49,7 @@ def test_registry_log_lines_reach_a_verifiable_chain_across_restarts(tmp_path: P
     registry_log.touch()
     audit = tmp_path / "audit.jsonl"
     config = tmp_path / "config.toml"
-    config.write_text(f'''
-[daemon]
-state_dir = "{tmp_path}/state"
-audit_log = "{audit}"
-listen = "127.0.0.1:{free_port()}"
-log_format = "json"
-[[registries]]
+    config.write_text(daemon_table(tmp_path, free_port(), audit_log=audit) + f'''[[registries]]
 name = "internal"
 url = "http://127.0.0.1:{free_port()}"
 probe_interval = "1h"

@@ -12,7 +12,7 @@ import requests
 
 from regwarden.config import RegistryNotificationsSource
 from regwarden.sources.notifications import PATH, NotificationReceiver
-from tests.integration.harness import DockerEngine, RegistryServer, pull_image, push_image
+from tests.integration.harness import DockerEngine, RegistryServer, pull_image, push_image, secret_file
 from tests.sources_support import free_port, make_context
 
 pytestmark = pytest.mark.integration
@@ -25,9 +25,7 @@ def test_registry_push_and_pull_arrive_with_their_actor_despite_bad_requests(
 ) -> None:
     """401 (no or wrong token), 413 (2 MiB) and 400 (not JSON) are answered and counted, and the
     registry's push and pull notifications for tiny:1 still reach the bus naming the htpasswd user."""
-    token_file = tmp_path / "notify-token"
-    token_file.write_text(TOKEN)
-    token_file.chmod(0o600)
+    token_file = secret_file(tmp_path / "notify-token", TOKEN)
     port = free_port()
     url = f"http://127.0.0.1:{port}{PATH}"
     with make_context(tmp_path / "state") as collected:
@@ -81,9 +79,7 @@ def test_tls_receiver_answers_while_a_client_stalls_in_the_handshake(tmp_path: P
     from tests.unit.sources.test_notifications import envelope
 
     certs = make_certificates(tmp_path / "certs", "127.0.0.1")
-    token_file = tmp_path / "notify-token"
-    token_file.write_text(TOKEN)
-    token_file.chmod(0o600)
+    token_file = secret_file(tmp_path / "notify-token", TOKEN)
     port = free_port()
     cfg = RegistryNotificationsSource(listen=f"127.0.0.1:{port}", token_file=token_file,
                                       tls_cert_file=certs.server_cert, tls_key_file=certs.server_key)

@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.harness import DockerEngine, RegistryServer, push_image, regwarden_env, start_daemon, wait_for
+from tests.integration.harness import (
+    DockerEngine,
+    RegistryServer,
+    daemon_table,
+    push_image,
+    regwarden_env,
+    secret_file,
+    start_daemon,
+    wait_for,
+)
 from tests.sources_support import free_port
 
 pytestmark = pytest.mark.integration
@@ -43,18 +52,10 @@ def test_daemon_writes_what_every_source_sees_to_the_audit_log(
     listen, notify = free_port(), free_port()
     registry = registry_factory(notifications_url=f"http://127.0.0.1:{notify}/v1/registry-events",
                                 notifications_token=TOKEN)
-    token_file = tmp_path / "notify-token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
+    token_file = secret_file(tmp_path / "notify-token", TOKEN + "\n")
     audit_log = tmp_path / "audit.jsonl"
     config = tmp_path / "config.toml"
-    config.write_text(f"""
-[daemon]
-state_dir = "{tmp_path}/state"
-audit_log = "{audit_log}"
-listen = "127.0.0.1:{listen}"
-log_format = "json"
-
+    config.write_text(daemon_table(tmp_path, listen, audit_log=audit_log) + f"""
 [docker]
 host = "{engine.host}"
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.integration.harness import daemon_table, secret_file
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
@@ -53,8 +55,7 @@ class Notifications:
 
 def _write_config(tmp_path: Path, port: int, extra: str = "") -> Path:
     path = tmp_path / "config.toml"
-    path.write_text(f'[daemon]\nstate_dir = "{tmp_path}/state"\naudit_log = "{tmp_path}/audit.jsonl"\n'
-                    f'listen = "127.0.0.1:{port}"\nlog_format = "json"\n{extra}')
+    path.write_text(daemon_table(tmp_path, port) + extra)
     return path
 
 
@@ -173,9 +174,7 @@ def test_unreachable_dependencies_mean_not_ready_not_crash(
     """With Vault, Docker and a registry unreachable the daemon serves and /readyz says why."""
     notes, env = daemon_env
     port, dead = _free_port(), _free_port()
-    token = tmp_path / "token"
-    token.write_text("not-a-real-token")
-    token.chmod(0o600)
+    token = secret_file(tmp_path / "token", "not-a-real-token")
     extra = (f'\n[vault]\naddress = "http://127.0.0.1:{dead}"\nauth = {{ method = "token", token_file = "{token}" }}\n'
              f'\n[docker]\nhost = "unix://{tmp_path}/no-docker.sock"\n'
              f'\n[[registries]]\nname = "gone"\nurl = "http://127.0.0.1:{dead}"\n')

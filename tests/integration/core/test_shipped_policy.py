@@ -30,8 +30,10 @@ from tests.integration.harness import (
     DockerEngine,
     OpenBaoDev,
     RegistryServer,
+    daemon_table,
     free_port,
     running,
+    secret_file,
     wait_for,
 )
 
@@ -93,14 +95,7 @@ def _setup_vault(bao: OpenBaoDev) -> str:
 def _write_config(workdir: Path, bao: OpenBaoDev, token_file: Path, dockerd: DockerEngine,
                   rotated: RegistryServer, consumed: RegistryServer, notify_port: int, notify_token: Path) -> Path:
     config = workdir / "regwarden.toml"
-    config.write_text(f"""
-[daemon]
-state_dir = "{workdir / 'state'}"
-audit_log = "{workdir / 'audit.jsonl'}"
-listen = "127.0.0.1:{free_port()}"
-log_format = "json"
-host = "policy-host"
-
+    config.write_text(daemon_table(workdir, free_port(), host="policy-host") + f"""
 [vault]
 address = "{bao.address}"
 timeout = "3s"
@@ -165,17 +160,13 @@ min_severity = "info"
 def host(tmp_path_factory: pytest.TempPathFactory, dockerd: DockerEngine) -> Iterator[Host]:
     workdir = tmp_path_factory.mktemp("policy-host")
     notify_port = free_port()
-    notify_token = workdir / "notify-token"
-    notify_token.write_text(secrets.token_urlsafe(16))
-    notify_token.chmod(0o600)
+    notify_token = secret_file(workdir / "notify-token", secrets.token_urlsafe(16))
     with running(OpenBaoDev(tmp_path_factory.mktemp("openbao-policy"))) as bao, \
             running(RegistryServer(tmp_path_factory.mktemp("reg-rotated"),
                                    notifications_url=f"http://127.0.0.1:{notify_port}/v1/registry-events",
                                    notifications_token=notify_token.read_text())) as rotated, \
             running(RegistryServer(tmp_path_factory.mktemp("reg-consumed"))) as consumed:
-        token_file = workdir / "vault-token"
-        token_file.write_text(_setup_vault(bao))
-        token_file.chmod(0o600)
+        token_file = secret_file(workdir / "vault-token", _setup_vault(bao))
         # someone else (a CI pipeline, a person) writes the consume-only credential
         bao.client().secrets.kv.v2.create_or_update_secret(
             path="regwarden/vendor", secret=consumed.auth_config, mount_point="secret")
@@ -212,9 +203,7 @@ def test_watch_apply_and_rotation_succeed_with_only_the_shipped_policy(host: Hos
 
 def test_the_policy_issues_and_revokes_client_certificates(host: Host, tmp_path: Path) -> None:
     """regwarden's Vault client, with the policy token, issues a certificate for the role and revokes it."""
-    token_file = tmp_path / "token"
-    token_file.write_text(host.token)
-    token_file.chmod(0o600)
+    token_file = secret_file(tmp_path / "token", host.token)
     client = VaultClient(VaultConfig.model_validate(
         {"address": host.bao.address, "auth": {"method": "token", "token_file": str(token_file)}}), Metrics())
     issued = client.pki_issue("pki", "regwarden-client", "ci.regwarden.test", 600)

@@ -24,7 +24,7 @@ from regwarden.config import load_config
 from regwarden.daemon import Daemon
 from regwarden.docker.client_config import registry_key
 from regwarden.events import Event, Signal
-from tests.integration.harness import RegistryServer, free_port, push_image, wait_for
+from tests.integration.harness import RegistryServer, daemon_table, free_port, push_image, secret_file, wait_for
 
 # the policy README.md documents for consume-only credentials under secret/regwarden/
 CONSUME_POLICY = """
@@ -38,12 +38,6 @@ def consume_policy(client: Any) -> str:
     return "regwarden-consume"
 
 
-def private_file(path: Path, text: str) -> Path:
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
-
-
 def approle_login_files(client: Any, workdir: Path, *, token_ttl: str, token_max_ttl: str) -> dict[str, str]:
     """Enable AppRole (once), create role `regwarden` with the consume policy; role-id/secret-id files."""
     if "approle/" not in client.sys.list_auth_methods()["data"]:
@@ -52,8 +46,8 @@ def approle_login_files(client: Any, workdir: Path, *, token_ttl: str, token_max
         "regwarden", token_policies=[consume_policy(client)], token_ttl=token_ttl, token_max_ttl=token_max_ttl)
     role_id = client.auth.approle.read_role_id("regwarden")["data"]["role_id"]
     secret_id = client.auth.approle.generate_secret_id("regwarden")["data"]["secret_id"]
-    private_file(workdir / "role-id", role_id)
-    private_file(workdir / "secret-id", secret_id)
+    secret_file(workdir / "role-id", role_id)
+    secret_file(workdir / "secret-id", secret_id)
     return {"method": "approle", "role_id_file": str(workdir / "role-id"),
             "secret_id_file": str(workdir / "secret-id")}
 
@@ -61,7 +55,7 @@ def approle_login_files(client: Any, workdir: Path, *, token_ttl: str, token_max
 def token_file_auth(client: Any, workdir: Path) -> dict[str, str]:
     """A renewable token with the consume policy, in a 0600 file."""
     token = client.auth.token.create(policies=[consume_policy(client)], ttl="1h", renewable=True)
-    private_file(workdir / "vault-token", token["auth"]["client_token"])
+    secret_file(workdir / "vault-token", token["auth"]["client_token"])
     return {"method": "token", "token_file": str(workdir / "vault-token")}
 
 
@@ -95,15 +89,7 @@ class CredentialsHost:
         self.listen = f"127.0.0.1:{free_port()}"
         auth = ", ".join(f'{k} = "{v}"' for k, v in self.auth.items())
         path = self.workdir / "regwarden.toml"
-        path.write_text(f"""
-[daemon]
-state_dir = "{self.workdir / 'state'}"
-audit_log = "{self.workdir / 'audit.jsonl'}"
-listen = "{self.listen}"
-log_format = "json"
-log_level = "debug"
-host = "test-host"
-
+        path.write_text(daemon_table(self.workdir, self.listen, log_level="debug", host="test-host") + f"""
 [vault]
 address = "{self.vault_address}"
 timeout = "2s"

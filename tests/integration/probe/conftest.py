@@ -20,7 +20,7 @@ from regwarden.config import parse_config
 from regwarden.events import Event, Signal
 from regwarden.metrics import Metrics
 from regwarden.state import StateStore
-from tests.integration.harness import OpenBaoDev, RegistryTLS
+from tests.integration.harness import OpenBaoDev, RegistryTLS, secret_file
 
 
 class Collected:
@@ -113,8 +113,7 @@ class Pki:
         name = secrets.token_hex(3)
         cert, key = self.workdir / f"{name}.crt", self.workdir / f"{name}.key"
         cert.write_text(issued["certificate"] + "\n")  # the leaf only, as registries usually serve it
-        key.write_text(issued["private_key"] + "\n")
-        key.chmod(0o600)
+        secret_file(key, issued["private_key"] + "\n")
         return RegistryTLS(certificate=cert, key=key)
 
     def close(self) -> None:

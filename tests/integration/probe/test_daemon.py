@@ -12,7 +12,7 @@ import requests
 
 from regwarden.config import load_config
 from regwarden.daemon import Daemon
-from tests.integration.harness import DockerEngine, RegistryServer, free_port, wait_for
+from tests.integration.harness import DockerEngine, RegistryServer, daemon_table, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +25,7 @@ def test_status_and_metrics_show_probes_and_engine_audit(
     down.stop()
     listen = f"127.0.0.1:{free_port()}"
     config = tmp_path / "config.toml"
-    config.write_text(f"""
-[daemon]
-state_dir = "{tmp_path / 'state'}"
-audit_log = "{tmp_path / 'audit.jsonl'}"
-listen = "{listen}"
-log_format = "json"
-
+    config.write_text(daemon_table(tmp_path, listen) + f"""
 [docker]
 host = "{dockerd.host}"
 

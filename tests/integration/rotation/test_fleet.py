@@ -26,9 +26,11 @@ from tests.integration.harness import (
     DockerEngine,
     OpenBaoDev,
     RegistryServer,
+    daemon_table,
     free_port,
     pull_image,
     push_image,
+    secret_file,
     wait_for,
 )
 
@@ -102,9 +104,7 @@ def fleet(tmp_path: Path, openbao: OpenBaoDev, dockerd: DockerEngine, tiny_image
           registry_factory: Callable[..., RegistryServer]) -> Iterator[Callable[..., list[Instance]]]:
     registry = registry_factory(auth=True)
     push_image(dockerd.client(), registry.host_port, "fleet/tiny", "1", auth=registry.auth_config)
-    token = tmp_path / "vault-token"
-    token.write_text(openbao.token)
-    token.chmod(0o600)
+    token = secret_file(tmp_path / "vault-token", openbao.token)
     made: list[Instance] = []
 
     def make(count: int, *, name: str, rotate_every: str, watch_interval: str = "2s",
@@ -113,14 +113,7 @@ def fleet(tmp_path: Path, openbao: OpenBaoDev, dockerd: DockerEngine, tiny_image
             workdir = tmp_path / f"host-{index}"
             (workdir / "docker").mkdir(parents=True)
             config = workdir / "regwarden.toml"
-            config.write_text(f"""
-[daemon]
-state_dir = "{workdir / 'state'}"
-audit_log = "{workdir / 'audit.jsonl'}"
-listen = "127.0.0.1:{free_port()}"
-log_format = "json"
-host = "host-{index}"
-
+            config.write_text(daemon_table(workdir, free_port(), host=f"host-{index}") + f"""
 [vault]
 address = "{openbao.address}"
 auth = {{ method = "token", token_file = "{token}" }}

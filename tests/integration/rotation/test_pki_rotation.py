@@ -27,9 +27,11 @@ from tests.integration.harness import (
     OpenBaoDev,
     RegistryServer,
     RegistryTLS,
+    daemon_table,
     free_port,
     pull_image,
     push_image,
+    secret_file,
     wait_for,
 )
 
@@ -66,17 +68,9 @@ def test_certificates_rotate_every_20s_without_a_failed_pull(
         registry = registry_factory(auth=False, netns=host, tls=RegistryTLS(
             tmp_path / "server.pem", tmp_path / "server.key", clientcas=[tmp_path / "ca.pem"]))
         stack.callback(_remove_engine_certs, registry.host_port)
-        token = tmp_path / "vault-token"
-        token.write_text(openbao.token)
-        token.chmod(0o600)
+        token = secret_file(tmp_path / "vault-token", openbao.token)
         config, listen = tmp_path / "regwarden.toml", f"127.0.0.1:{free_port()}"
-        config.write_text(f"""
-[daemon]
-state_dir = "{tmp_path / 'state'}"
-audit_log = "{tmp_path / 'audit.jsonl'}"
-listen = "{listen}"
-log_format = "json"
-
+        config.write_text(daemon_table(tmp_path, listen) + f"""
 [vault]
 address = "{openbao.address}"
 auth = {{ method = "token", token_file = "{token}" }}

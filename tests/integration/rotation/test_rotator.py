@@ -22,15 +22,13 @@ from regwarden.rotation.machine import Rotator
 from regwarden.rotation.providers import load_provider
 from regwarden.state import StateStore
 from regwarden.vault.client import VaultClient
-from tests.integration.harness import OpenBaoDev, RegistryServer
+from tests.integration.harness import OpenBaoDev, RegistryServer, secret_file
 
 pytestmark = pytest.mark.integration
 
 
 def _config(tmp: Path, bao: OpenBaoDev, registry: RegistryServer, cred: dict[str, Any]) -> Config:
-    token = tmp / "vault-token"
-    token.write_text(bao.token)
-    token.chmod(0o600)
+    token = secret_file(tmp / "vault-token", bao.token)
     return parse_config({
         "daemon": {"state_dir": str(tmp / "state"), "audit_log": str(tmp / "audit.jsonl")},
         "vault": {"address": bao.address, "auth": {"method": "token", "token_file": str(token)},

@@ -15,8 +15,8 @@ from regwarden.config import VaultConfig
 from regwarden.errors import VaultError
 from regwarden.metrics import Metrics
 from regwarden.vault import VaultClient
-from tests.integration.credentials.conftest import approle_login_files, consume_policy, private_file
-from tests.integration.harness import Process, binary, free_port, running
+from tests.integration.credentials.conftest import approle_login_files, consume_policy
+from tests.integration.harness import Process, binary, free_port, running, secret_file
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +38,14 @@ def test_replaced_token_file_is_picked_up(openbao: Any, tmp_path: Path) -> None:
     put(openbao, "regwarden/token-file")
     policy = consume_policy(root)
     first = root.auth.token.create(policies=[policy], ttl="1h")["auth"]["client_token"]
-    token_file = private_file(tmp_path / "token", first)
+    token_file = secret_file(tmp_path / "token", first)
     metrics = Metrics()
     client = VaultClient(VaultConfig.model_validate(
         {"address": openbao.address, "auth": {"method": "token", "token_file": str(token_file)}}), metrics)
     assert client.read_metadata("secret", "regwarden/token-file").current_version == 1
 
     root.auth.token.revoke(first)
-    private_file(token_file, root.auth.token.create(policies=[policy], ttl="1h")["auth"]["client_token"])
+    secret_file(token_file, root.auth.token.create(policies=[policy], ttl="1h")["auth"]["client_token"])
     assert client.read_metadata("secret", "regwarden/token-file").current_version == 1
     assert client.up is True
 
@@ -61,7 +61,7 @@ def test_replaced_secret_id_is_used_at_next_login(openbao: Any, tmp_path: Path) 
 
     old_secret_id = Path(auth["secret_id_file"]).read_text()
     root.auth.approle.destroy_secret_id("regwarden", old_secret_id)
-    private_file(Path(auth["secret_id_file"]),
+    secret_file(Path(auth["secret_id_file"]),
                  root.auth.approle.generate_secret_id("regwarden")["data"]["secret_id"])
     root.auth.token.revoke(client._hvac.token)  # the daemon's token dies (revoked, expired, ...)
     client.read_metadata("secret", "regwarden/approle")
@@ -111,8 +111,8 @@ def test_cert_login_over_tls(openbao_tls: tuple[str, Path, str], tmp_path: Path)
     root.secrets.pki.create_or_update_role("client", {"allow_any_name": True, "client_flag": True,
                                                       "server_flag": False, "ttl": "1h"}, mount_point="pki")
     issued = root.secrets.pki.generate_certificate("client", "regwarden-host", mount_point="pki")["data"]
-    cert_file = private_file(tmp_path / "client.pem", issued["certificate"])
-    key_file = private_file(tmp_path / "client.key", issued["private_key"])
+    cert_file = secret_file(tmp_path / "client.pem", issued["certificate"])
+    key_file = secret_file(tmp_path / "client.key", issued["private_key"])
     root.sys.enable_auth_method("cert")
     root.write_data("auth/cert/certs/regwarden", data={
         "certificate": issuer["certificate"], "token_policies": [consume_policy(root)], "token_ttl": "1h"})
@@ -132,7 +132,7 @@ def test_tls_verified_by_default(openbao_tls: tuple[str, Path, str], tmp_path: P
     address, _, token = openbao_tls
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):  # the system trust store, not a test override
         monkeypatch.delenv(name, raising=False)
-    token_file = private_file(tmp_path / "token", token)
+    token_file = secret_file(tmp_path / "token", token)
     client = VaultClient(VaultConfig.model_validate(
         {"address": address, "auth": {"method": "token", "token_file": str(token_file)}}), Metrics())
     with pytest.raises(VaultError, match="TLS verification failed") as caught:
