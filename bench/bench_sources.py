@@ -1,10 +1,13 @@
-"""Audit sources throughput: the registry log tailer (read, split, parse, publish, cursor per line) and
-the notifications receiver (HTTP, auth, parse, dedupe, publish).
+"""Audit sources throughput: the registry log tailer (read, split, parse, publish, cursor per batch) and
+the notifications receiver (HTTP, auth, parse, dedupe, publish, answer once the audit log has it on disk).
 
-    python bench/bench_sources.py [--lines 200000] [--envelopes 5000] [--clients 4]
+    python bench/bench_sources.py [--lines 200000] [--envelopes 5000] [--clients 1,4]
 
 The log cycles the real distribution 2.8 JSON capture (records and access lines) with fresh request ids.
-Numbers are end to end: until the bus dispatcher has handed every Event to a counting subscriber.
+Tailer numbers are end to end: until the bus dispatcher has handed every Event to a counting subscriber.
+The receiver runs with the real audit trail (AuditTrail, the bus's durability keeper) writing to a file
+in the temporary directory, so each answer waits for an fsync as in the daemon; `--clients 1` is how a
+registry sends (one envelope at a time per endpoint).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.sources_support import free_port, make_context
 
 from bench_audit import generate  # the same log: the real capture cycled with fresh request ids
+from regwarden.audit.component import AuditTrail
 from regwarden.config import RegistryNotificationsSource
 from regwarden.sources.notifications import PATH, NotificationReceiver
 from regwarden.sources.registry_log import RegistryLogSource
@@ -64,9 +68,14 @@ def bench_receiver(workdir: Path, envelopes: int, clients: int) -> dict[str, flo
     latencies: list[float] = []
     lock = threading.Lock()
     local = threading.local()
-    with make_context(workdir / "state-notify") as collected:
+    with make_context(workdir / f"state-notify-{clients}") as collected:
+        ctx = collected.ctx
+        ctx.config = ctx.config.model_copy(update={"daemon": ctx.config.daemon.model_copy(
+            update={"audit_log": workdir / f"audit-notify-{clients}.jsonl"})})
+        trail = AuditTrail()
+        trail.start(ctx)
         receiver = NotificationReceiver(RegistryNotificationsSource(listen=f"127.0.0.1:{port}", token_file=token_file))
-        receiver.start(collected.ctx)
+        receiver.start(ctx)
         url = f"http://127.0.0.1:{port}{PATH}"
 
         def post(n: int) -> int:
@@ -85,9 +94,10 @@ def bench_receiver(workdir: Path, envelopes: int, clients: int) -> dict[str, flo
         collected.wait("all events", lambda: len(collected.events) >= envelopes, timeout=600)
         seconds = time.perf_counter() - started
         receiver.stop()
+        trail.stop()
     assert statuses.count(200) == envelopes, statuses[:5]
     latencies.sort()
-    return {"envelopes": envelopes, "seconds": seconds, "per_s": envelopes / seconds,
+    return {"clients": clients, "envelopes": envelopes, "seconds": seconds, "per_s": envelopes / seconds,
             "p50_ms": 1000 * statistics.median(latencies), "p99_ms": 1000 * latencies[int(0.99 * len(latencies))]}
 
 
@@ -95,11 +105,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--envelopes", type=int, default=5_000)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", default="1,4", help="comma-separated: one receiver run per value")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         print(json.dumps({"tailer": bench_tailer(Path(tmp), args.lines)}))
-        print(json.dumps({"receiver": bench_receiver(Path(tmp), args.envelopes, args.clients)}))
+        for clients in (int(c) for c in args.clients.split(",")):
+            print(json.dumps({"receiver": bench_receiver(Path(tmp), args.envelopes, clients)}))
 
 
 if __name__ == "__main__":
