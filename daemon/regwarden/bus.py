@@ -39,17 +39,27 @@ _STOP = object()
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """`done()` runs once what was published before it is handled (and durable, see the module doc).
-    `urgent`: someone waits on it (an HTTP answer), so the keeper makes it durable now, not at its pace."""
+    """`done()` runs once what was published before it is handled (and durable, see the module doc);
+    `failed()` instead when the keeper knows some of it will never be (a write failed, records were
+    dropped). `urgent`: someone waits on it (an HTTP answer): the keeper makes it durable now."""
 
     done: Callable[[], None]
     urgent: bool = False
+    failed: Callable[[], None] | None = None
 
     def run(self) -> None:
-        try:
-            self.done()
-        except Exception:
-            log.exception("checkpoint_failed")
+        _call(self.done)
+
+    def fail(self) -> None:
+        if self.failed is not None:
+            _call(self.failed)
+
+
+def _call(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("checkpoint_failed")
 
 
 class Bus:
@@ -83,9 +93,9 @@ class Bus:
             self._put(list(events), len(events), timeout)
 
     def publish_checkpoint(self, done: Callable[[], None], timeout: float | None = None, *,
-                           urgent: bool = False) -> None:
+                           urgent: bool = False, failed: Callable[[], None] | None = None) -> None:
         """Queue a Checkpoint: `done()` runs after everything published before it (see the module doc)."""
-        self._put(Checkpoint(done, urgent), 0, timeout)
+        self._put(Checkpoint(done, urgent, failed), 0, timeout)
 
     def set_keeper(self, keeper: Callable[[Checkpoint], None] | None) -> None:
         """Who makes Checkpoints durable (the audit trail: it runs them once their records are fsynced);
@@ -183,6 +193,7 @@ class Bus:
             keeper(item)
         except Exception:  # not known to be durable: the callback does not run
             log.exception("checkpoint_keeper_failed")
+            item.fail()
 
     def dispatch(self, item: Event | Signal) -> None:
         """Run every handler on one item (also used directly by tests and the CLI)."""

@@ -42,11 +42,7 @@ class DependencyChecker:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(2.0)
-        if self._docker is not None:
-            self._docker.close()
-            self._docker = None
-        self._http.close()
+            self._thread.join(2.0)  # a check still running closes its clients when it ends
 
     def health(self) -> Health:
         if self._ctx is None:
@@ -72,10 +68,16 @@ class DependencyChecker:
         return names
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            assert self._ctx is not None
-            self.check_all(self._ctx)
-            self._stop.wait(self._interval)
+        try:
+            while not self._stop.is_set():
+                assert self._ctx is not None
+                self.check_all(self._ctx)
+                self._stop.wait(self._interval)
+        finally:  # the clients belong to this thread: closed by it, never under a running check
+            if self._docker is not None:
+                self._docker.close()
+                self._docker = None
+            self._http.close()
 
     def check_all(self, ctx: Context) -> None:
         cfg = ctx.config

@@ -185,9 +185,12 @@ class AuditWriter:
         self._closed = False
         self._flush_each = False  # write_through: every append is flushed to the OS
         self._broken: str | None = None  # set when a write or fsync failed; the next append recovers
+        self.last_failure: str | None = None  # what the last recovery recovered from
         self._lost: list[tuple[int, int]] = []  # seq ranges acknowledged but lost with a failed write
         self._size = 0  # bytes in the current file (set by _open)
-        self._waiting: deque[tuple[int, Callable[[], None]]] = deque()  # when_durable callbacks by seq
+        # when_durable callbacks by seq: (seq, done, failed); `_failing`: failed ones to call outside the lock
+        self._waiting: deque[tuple[int, Callable[[], None], Callable[[], None] | None]] = deque()
+        self._failing: list[Callable[[], None]] = []
         self.torn_bytes = 0  # bytes of an incomplete record cut at start or recovery (a crash, a failed write)
         self._stop_flush = threading.Event()  # stops the flusher
         self._soon = threading.Event()  # the flusher syncs now (a `when_durable(soon=True)` waits)
@@ -232,6 +235,7 @@ class AuditWriter:
 
     def _write(self, texts: list[bytes]) -> int:
         """Chain and write serialised records (under the lock, one write per batch); the last seq."""
+        failure: AuditError | None = None
         with self._lock:
             if self._closed:
                 raise _not_written(f"audit log {self.path} is closed", len(texts))
@@ -270,35 +274,42 @@ class AuditWriter:
                 self._broken = exc.strerror or str(exc)
                 with contextlib.suppress(AuditError):
                     self._recover()  # continues from the disk (a rotation may have taken some)
-                raise _not_written(f"cannot write audit log {self.path}: {exc.strerror or exc}",
-                                   len(texts) - max(0, self._head.seq - first)) from None
-            self._head = ChainHead(seq, prev.decode("ascii"))
-            if self._interval <= 0:
-                self._durable = seq  # fsynced above, after the last line
-        if self._interval <= 0 and self._waiting:
+                failure = _not_written(f"cannot write audit log {self.path}: {exc.strerror or exc}",
+                                       len(texts) - max(0, self._head.seq - first))
+            else:
+                self._head = ChainHead(seq, prev.decode("ascii"))
+                if self._interval <= 0:
+                    self._durable = seq  # fsynced above, after the last line
+        if self._waiting or self._failing:
             self._run_durable()
+        if failure is not None:
+            raise failure from None
         return seq
 
-    def when_durable(self, done: Callable[[], None], *, soon: bool = False) -> None:
+    def when_durable(self, done: Callable[[], None], *, soon: bool = False,
+                     failed: Callable[[], None] | None = None) -> None:
         """Call `done()` once every record appended so far is fsynced (now, if it already is; else from
         the thread that fsyncs next). How sources store their cursors (bus.Checkpoint). `soon`: someone
-        is waiting, fsync now instead of at the end of the interval (appends meanwhile share it)."""
+        is waiting, fsync now instead of at the end of the interval (appends meanwhile share it).
+        `failed()` instead, if a failed write or fsync lost some of those records (never both)."""
         with self._lock:
             if self._head.seq > self._durable:
-                self._waiting.append((self._head.seq, done))
+                self._waiting.append((self._head.seq, done, failed))
                 if soon:
                     self._soon.set()
                 return
         _call(done)
 
     def _run_durable(self) -> None:
-        """Call the `when_durable` callbacks whose records are on disk now (without the lock)."""
+        """Call the `when_durable` callbacks whose records are on disk now, and the `failed` ones of
+        those whose records were lost (without the lock)."""
         ready: list[Callable[[], None]] = []
         with self._lock:
             while self._waiting and self._waiting[0][0] <= self._durable:
                 ready.append(self._waiting.popleft()[1])
-        for done in ready:
-            _call(done)
+            failing, self._failing = self._failing, []
+        for callback in (*failing, *ready):
+            _call(callback)
 
     def take_lost(self) -> list[tuple[int, int]]:
         """Seq ranges that appends had acknowledged but a failed write lost (reported once)."""
@@ -342,6 +353,9 @@ class AuditWriter:
                 self._closed = True
                 with contextlib.suppress(OSError):
                     self._file.close()
+                # what is still waiting will never be on disk through this writer
+                self._failing.extend(w[2] for w in self._waiting if w[0] > self._durable and w[2] is not None)
+                self._waiting = deque(w for w in self._waiting if w[0] <= self._durable)
         self._run_durable()
 
     # -- internals (call with the lock held)
@@ -369,15 +383,21 @@ class AuditWriter:
             self._cut_torn_tail(self.path)
             self._head = self._resume()
             self._file = self._open()
+            os.fsync(self._file.fileno())  # what is on disk now is durable, as `_durable` says below
         except OSError as exc:
             raise AuditError(f"audit log {self.path} still failing: {exc.strerror or exc}") from None
         log.error("audit_write_recovered", path=str(self.path), error=self._broken, seq=self._head.seq,
                   lost=before - self._head.seq)
+        self.last_failure = self._broken
         self._broken = None
         self._dirty = False
         self._durable = self._head.seq
         if self._head.seq < before:
             self._lost.append((self._head.seq + 1, before))
+        # waiters for records that are not on disk: they fail now (the next records reuse those seqs)
+        kept = deque(w for w in self._waiting if w[0] <= self._head.seq)
+        self._failing.extend(w[2] for w in self._waiting if w[0] > self._head.seq and w[2] is not None)
+        self._waiting = kept
 
     def _open(self) -> IO[bytes]:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -461,7 +481,10 @@ class AuditWriter:
                     except OSError as exc:
                         self._broken = exc.strerror or str(exc)
                         log.error("audit_fsync_failed", path=str(self.path), error=self._broken)
-            if self._waiting:
+                if self._broken is not None and self._waiting and not self._closed:
+                    with contextlib.suppress(AuditError):  # someone waits: settle their records now
+                        self._recover()
+            if self._waiting or self._failing:
                 self._run_durable()
 
 

@@ -104,6 +104,7 @@ class AuditTrail:
         self._written = 0
         self._failed = 0  # appends that failed (or Events dropped while waiting) since the last loss report
         self._held: deque[Event | Checkpoint] = deque()  # in bus order, while there is no writer
+        self._lost_since_checkpoint = False  # a record before the next checkpoint was not written
         self._held_lock = threading.Lock()
         self._stop = threading.Event()
         self._fetcher: threading.Thread | None = None
@@ -140,7 +141,7 @@ class AuditTrail:
                 if events:
                     self._write(events)
                     events = []
-                writer.when_durable(item.done)
+                self._settle(writer, item)
             if events:
                 self._write(events)
         log.info("audit_trail_started", path=str(cfg.daemon.audit_log), seq=writer.head.seq,
@@ -173,15 +174,21 @@ class AuditTrail:
             self.handle_batch((item,))
 
     def keep(self, checkpoint: Checkpoint) -> None:
-        """The bus's durability keeper: run the checkpoint once what came before it is fsynced."""
+        """The bus's durability keeper: run the checkpoint once what came before it is fsynced, or
+        fail it when some of that was lost (a write failed, records dropped while waiting for the key)."""
         with self._held_lock:
             if self._writer is None:
-                if len(self._held) >= self._buffer_limit:
-                    self._failed += isinstance(self._held.popleft(), Event)
-                self._held.append(checkpoint)
+                self._hold(checkpoint)
                 return
             writer = self._writer
-        writer.when_durable(checkpoint.done, soon=checkpoint.urgent)
+        self._settle(writer, checkpoint)
+
+    def _settle(self, writer: AuditWriter, checkpoint: Checkpoint) -> None:
+        if self._lost_since_checkpoint:
+            self._lost_since_checkpoint = False
+            checkpoint.fail()
+            return
+        writer.when_durable(checkpoint.done, soon=checkpoint.urgent, failed=checkpoint.failed)
 
     def handle_batch(self, events: Sequence[Event]) -> None:
         if self._ctx is None:
@@ -189,11 +196,20 @@ class AuditTrail:
         with self._held_lock:
             if self._writer is None:  # waiting for the HMAC key
                 for event in events:
-                    if len(self._held) >= self._buffer_limit:
-                        self._failed += isinstance(self._held.popleft(), Event)
-                    self._held.append(event)
+                    self._hold(event)
                 return
         self._write(events)
+
+    def _hold(self, item: Event | Checkpoint) -> None:
+        """Keep `item` until the writer opens (call with _held_lock); beyond buffer_limit drop the oldest."""
+        if len(self._held) >= self._buffer_limit:
+            dropped = self._held.popleft()
+            if isinstance(dropped, Event):
+                self._failed += 1
+                self._lost_since_checkpoint = True  # the next checkpoint kept covers it
+            else:
+                dropped.fail()
+        self._held.append(item)
 
     def _write(self, events: Sequence[Event]) -> None:
         assert self._ctx is not None and self._writer is not None
@@ -208,12 +224,14 @@ class AuditTrail:
             self._error = str(exc)
             self._failed += exc.not_written
             written -= exc.not_written
+            self._lost_since_checkpoint = True
         except Exception as exc:  # a bug, not the disk: still counted, and reported as a gap later
             metrics.audit_write_errors.inc()
             log.exception("audit_write_failed", records=len(events))
             self._error = f"{type(exc).__name__}: {exc}"
             self._failed += len(events)
             written = 0
+            self._lost_since_checkpoint = True
         if written:
             self._written += written
             metrics.audit_records.inc(written)
@@ -231,7 +249,8 @@ class AuditTrail:
         trail works again: say so with an audit.gap record (through the bus, so that the AuditGap
         detector sees it; written directly when the bus is full)."""
         assert self._ctx is not None and self._writer is not None
-        why = why or self._error or "dropped while waiting for the HMAC key"
+        why = why or self._error or (self._writer.last_failure if lost else None) or \
+            "dropped while waiting for the HMAC key"
         detail: dict[str, Any] = {"reason": f"audit records were not written: {why}",
                                   "records_not_written": self._failed}
         if lost:

@@ -2,14 +2,15 @@
 
 The component takes any `CredentialLookup` (`name -> CredentialSecret | None`). In the daemon the
 first answer comes from the credentials component: the version it verified and applied, held in
-memory. Until a version is applied (the first seconds after a start), and in `regwarden probe`, the
-answer is what Docker itself would present to the registry (`docker_lookup`):
+memory. Until a version is applied (the first seconds after a start or reload), and in `regwarden
+probe`, the answer is what Docker itself would present to the registry (`docker_lookup`):
 
-- a client certificate in `[docker].certs_dir/<host:port>/` (`*.cert` with its `*.key`), for a
-  credential whose provider issues certificates or whose registry already has one there;
-- else, in each of `[docker].client_configs`, the credential helper Docker would ask
-  (`credHelpers[host:port]`, then `credsStore`), and the file's `auths` entry when the helper has
-  nothing or cannot be run.
+- for a credential whose provider issues certificates (`vault-pki`): the client pair in
+  `[docker].certs_dir/<host:port>/` (`*.cert` with its `*.key`; `client.cert` first);
+- for any other: in each of `[docker].client_configs`, what the credential helper Docker would ask
+  (`credHelpers[host:port]`, else `credsStore`) answers, or, with no helper named, the file's `auths`
+  entry. As for Docker, a helper that has nothing (or fails) means no credential, whatever `auths`
+  holds. Found nowhere: a client pair in certs.d (a KV credential may hold a certificate).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ CredentialLookup = Callable[[str], CredentialSecret | None]
 log = structlog.get_logger(__name__)
 
 HELPER_TIMEOUT = 5.0
+_helper_failures: dict[tuple[str, str], str] = {}  # (config file, registry) -> last helper error logged
 
 
 def no_credentials(name: str) -> CredentialSecret | None:
@@ -66,14 +68,14 @@ def docker_lookup(cfg: Config, *, helper_timeout: float = HELPER_TIMEOUT) -> Cre
 
     def lookup(name: str) -> CredentialSecret | None:
         for reg in registries.get(name, []):
-            if certs_dir is not None:
-                secret = _certs_dir_secret(name, certs_dir / reg.host_port)
-                if secret is not None or name in issues_certificates:
-                    return secret
-            for path in files:
-                secret = _config_secret(name, path, reg, helper_timeout)
-                if secret is not None:
-                    return secret
+            if name not in issues_certificates:
+                for path in files:
+                    secret = _config_secret(name, path, reg, helper_timeout)
+                    if secret is not None:
+                        return secret
+            secret = _certs_dir_secret(name, certs_dir / reg.host_port) if certs_dir is not None else None
+            if secret is not None:
+                return secret
         return None
 
     return lookup
@@ -98,13 +100,17 @@ def _config_secret(name: str, path: Path, reg: RegistryConfig, helper_timeout: f
     key = registry_key(reg.url)
     try:
         helper = helper_for(doc, key)
-        stored = CredentialHelper(helper, timeout=helper_timeout).get(key) if helper else None
-    except DockerError as exc:  # the auths entry below is what is left
-        log.warning("probe_credential_helper_failed", registry=reg.name, error=str(exc))
-        stored = None
-    if stored is not None:
-        username, secret = stored
-        return CredentialSecret(name, 0, username=username, password=secret) if username and secret else None
+        if helper is not None:  # Docker asks the helper only: nothing there means no credential
+            stored = CredentialHelper(helper, timeout=helper_timeout).get(key)
+            _helper_failures.pop((str(path), reg.name), None)
+            if stored is None or not stored[0] or not stored[1]:
+                return None
+            return CredentialSecret(name, 0, username=stored[0], password=stored[1])
+    except DockerError as exc:
+        if _helper_failures.get((str(path), reg.name)) != str(exc):  # logged once, not every probe
+            _helper_failures[(str(path), reg.name)] = str(exc)
+            log.warning("probe_credential_helper_failed", registry=reg.name, path=str(path), error=str(exc))
+        return None
     auths = doc.get("auths")
     entry = auth_entry(auths, reg.host_port) if isinstance(auths, Mapping) else None
     return _auths_secret(name, entry) if entry is not None else None

@@ -14,6 +14,7 @@ never contain a credential or a response body.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import socket
@@ -402,7 +403,7 @@ def _parse_head(head: bytes) -> tuple[int, dict[str, str], str]:
 
 _context_lock = threading.Lock()
 _server_contexts: dict[str | None, ssl.SSLContext] = {}
-_client_contexts: dict[tuple[str | None, str, int], ssl.SSLContext] = {}
+_client_contexts: dict[tuple[str | None, str, bytes], ssl.SSLContext] = {}
 
 
 def _server_context(ca_cert: str | None) -> ssl.SSLContext:
@@ -423,18 +424,19 @@ def _new_context(ca_cert: str | None) -> ssl.SSLContext:
 
 
 def _client_cert_context(ca_cert: str | None, cred: CredentialSecret) -> ssl.SSLContext:
-    """A context presenting the credential's client certificate (one per credential version).
+    """A context presenting the credential's client certificate (one per certificate and key: a value
+    read from certs.d has no version).
 
     `ssl` loads keys only from files: the PEMs go to an anonymous in-memory file (memfd), never to disk;
     where memfd is missing, to a private temporary file removed at once.
     """
-    key = (ca_cert, cred.name, cred.version)
+    pem = f"{cred.certificate}\n{cred.ca_chain or ''}\n{cred.private_key}\n".encode("ascii")
+    key = (ca_cert, cred.name, hashlib.sha256(pem).digest())
     with _context_lock:
         ctx = _client_contexts.get(key)
         if ctx is not None:
             return ctx
         ctx = _new_context(ca_cert)
-        pem = f"{cred.certificate}\n{cred.ca_chain or ''}\n{cred.private_key}\n".encode("ascii")
         if hasattr(os, "memfd_create"):
             fd = os.memfd_create("regwarden-probe-cert", os.MFD_CLOEXEC)
             try:

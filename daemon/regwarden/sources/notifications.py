@@ -108,6 +108,22 @@ class SeenIds:
                        " (SELECT id FROM notify_seen ORDER BY seen DESC LIMIT ?)", (self._max,))
 
 
+class _Publication:
+    """The events of one envelope on the bus, and their checkpoint: durable, or lost by the audit log."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.ok = False
+        self.settled = threading.Event()
+
+    def durable(self) -> None:
+        self.ok = True
+        self.settled.set()
+
+    def lost(self) -> None:
+        self.settled.set()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -153,7 +169,7 @@ class NotificationReceiver:
         self._thread: threading.Thread | None = None
         self._ctx: Context | None = None
         self._seen: SeenIds | None = None
-        self._pending: dict[str, None] = {}  # ids on the bus, not yet known durable (insertion order)
+        self._pending: dict[str, _Publication] = {}  # ids on the bus, not known durable yet (oldest first)
         self._lock = threading.Lock()
         self.accepted = 0
         self.duplicates = 0
@@ -231,9 +247,10 @@ class NotificationReceiver:
 
         The registry forgets an envelope once it got 200, so 200 means durable: the events go on the
         bus followed by an urgent Checkpoint (the audit writer fsyncs at once, not at its interval).
-        Ids are remembered as seen (SQLite) only then; until then they are pending in memory, so that
-        a retry is not published twice but still waits for them. Not durable within DURABLE_TIMEOUT
-        (the audit log failing, the bus stuck) → 503: the registry retries later.
+        Ids are remembered as seen (SQLite) only then. Until then they are pending, tied to the
+        publication that carries them: a retry of the envelope does not publish them again but waits
+        for that publication, and if it failed (a write lost them) they are forgotten, so that the
+        next retry publishes them again. Not settled within DURABLE_TIMEOUT → 503, the registry retries.
         """
         from ..audit.parse import parse_notification_envelope
 
@@ -245,8 +262,9 @@ class NotificationReceiver:
         except ValueError as exc:
             self.reject("malformed")
             return 400, str(exc)[:200]
-        durable = threading.Event()
-        waiting: list[str] = []  # ids of this envelope not yet known durable: published now or pending
+        mine = _Publication()
+        awaited: dict[int, _Publication] = {}  # the publications this envelope's ids depend on
+        waiting: list[str] = []  # ids of this envelope not yet remembered as seen
         with self._lock:  # one envelope at a time: check, publish and mark pending stay consistent
             fresh = self._seen.unseen([e.id for e in events if e.id])
             try:
@@ -257,31 +275,56 @@ class NotificationReceiver:
                     if event.id in waiting:  # the same id twice in one envelope
                         continue
                     waiting.append(event.id)
-                    if event.id in self._pending:  # a retry: published before, not durable yet
+                    earlier = self._pending.get(event.id)
+                    if earlier is not None:  # a retry: published before, not known durable yet
                         self.duplicates += 1
+                        awaited[id(earlier)] = earlier
                         continue
                     ctx.bus.publish(event, timeout=PUBLISH_TIMEOUT)
                     self._lag(event)
-                    self._pending[event.id] = None
+                    self._pending[event.id] = mine
+                    mine.ids.append(event.id)
                     self.accepted += 1
-                if waiting:
-                    ctx.bus.publish_checkpoint(durable.set, timeout=PUBLISH_TIMEOUT, urgent=True)
-            except queue.Full:
+                if mine.ids:
+                    ctx.bus.publish_checkpoint(mine.durable, timeout=PUBLISH_TIMEOUT, urgent=True, failed=mine.lost)
+                    awaited[id(mine)] = mine
+            except queue.Full:  # what went on the bus has no checkpoint: a retry publishes it again
+                self._forget(mine)
                 self.reject("busy")
                 return 503, "event bus full, retry later"
             finally:
                 while len(self._pending) > SEEN_MAX:  # a sender that never retries: forget the oldest
                     del self._pending[next(iter(self._pending))]
-        if not waiting:
+        deadline = time.monotonic() + DURABLE_TIMEOUT
+        settled = [p.settled.wait(max(0.0, deadline - time.monotonic())) for p in awaited.values()]
+        if all(settled) and all(p.ok for p in awaited.values()):
+            if waiting:
+                self._remember(waiting)
             return 200, "ok"
-        if not durable.wait(DURABLE_TIMEOUT):
-            self.reject("not_durable")
-            return 503, "audit log not written yet, retry later"
         with self._lock:
-            self._seen.remember(waiting)
-            for event_id in waiting:
+            for publication in awaited.values():
+                if publication.settled.is_set() and not publication.ok:
+                    self._forget(publication)
+        self.reject("not_durable")
+        return 503, "audit log not written yet, retry later"
+
+    def _forget(self, publication: _Publication) -> None:
+        """Its ids are no longer pending (call with _lock): the next retry publishes them again."""
+        for event_id in publication.ids:
+            if self._pending.get(event_id) is publication:
+                del self._pending[event_id]
+
+    def _remember(self, ids: list[str]) -> None:
+        """Durable: remember the ids as seen. If the state store is gone (the daemon stopping), the
+        records are on disk all the same; a resend after the restart gives a duplicate, not a loss."""
+        assert self._seen is not None
+        with self._lock:
+            try:
+                self._seen.remember(ids)
+            except Exception as exc:
+                log.warning("notify_seen_not_stored", ids=len(ids), error=type(exc).__name__)
+            for event_id in ids:
                 self._pending.pop(event_id, None)
-        return 200, "ok"
 
     def _lag(self, event: Event) -> None:
         assert self._ctx is not None

@@ -130,3 +130,72 @@ def test_component_reports_lost_records_as_an_audit_gap(small_fs: Path, tmp_path
     assert metrics.registry.get_sample_value("regwarden_audit_gaps_total", {"source": "regwarden"}) == 1
     assert verify([small_fs / "audit.jsonl"]).ok
     state.close()
+
+
+def test_waiters_for_records_lost_to_a_full_disk_fail(small_fs: Path) -> None:
+    """A `when_durable` waiter whose records a full disk lost gets `failed`, never `done`; one whose
+    records reached the disk before gets `done`."""
+    log = small_fs / "audit.jsonl"
+    writer = AuditWriter(log, fsync_interval=3600)
+    outcomes: list[str] = []
+    writer.append(record(0))
+    writer.when_durable(lambda: outcomes.append("done 0"), failed=lambda: outcomes.append("failed 0"))
+    writer.flush()
+    writer.append({"kind": "test.event", "detail": {"i": 1, "pad": "x" * 20_000}})  # more than a page
+    writer.when_durable(lambda: outcomes.append("done 1"), failed=lambda: outcomes.append("failed 1"))
+    filler = fill(small_fs)
+    with pytest.raises(AuditError):
+        for i in range(2, 5000):
+            writer.append(record(i))
+    assert outcomes == ["done 0", "failed 1"]
+    filler.unlink()
+    writer.close()
+    assert verify([log]).ok
+
+
+def test_a_notification_lost_to_a_full_disk_is_never_acknowledged(small_fs: Path, tmp_path: Path) -> None:
+    """With the disk full the receiver answers 503 (its records were lost, not written); the registry's
+    retry once there is space again is published anew, answered 200 and is in the audit log."""
+    from regwarden.config import RegistryNotificationsSource
+    from regwarden.sources.notifications import PATH, NotificationReceiver
+    from tests.sources_support import free_port
+    from tests.unit.sources.test_notifications import TOKEN, envelope, post
+
+    metrics = Metrics()
+    state = StateStore(tmp_path / "state")
+    cfg = Config(daemon=DaemonConfig(state_dir=tmp_path / "state", audit_log=small_fs / "audit.jsonl"),
+                 audit=AuditConfig(fsync_interval="1h"))  # type: ignore[arg-type]
+    ctx = Context(config=cfg, metrics=metrics, state=state, bus=Bus(metrics),
+                  scheduler=BackgroundScheduler(timezone="UTC"), host="h1")
+    trail = AuditTrail()
+    trail.start(ctx)
+    ctx.bus.start()
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    receiver = NotificationReceiver(RegistryNotificationsSource(listen=f"127.0.0.1:{free_port()}",
+                                                                token_file=token))
+    receiver.start(ctx)
+    url = "http://{}:{}{}".format(*receiver.address, PATH)
+    try:
+        assert post(url, envelope("before")).status_code == 200
+        # a record larger than the page the file already has: it cannot land in that page's slack
+        big = envelope("on-a-full-disk").replace(b'"useragent": "docker/20.10"', b'"useragent": "' + b"d" * 6000 + b'"')
+        filler = fill(small_fs)
+        refused = post(url, big)
+        assert refused.status_code == 503
+        assert metrics.registry.get_sample_value("regwarden_input_rejected_total",
+                                                 {"source": "registry-notify", "reason": "not_durable"}) == 1
+        filler.unlink()
+        assert post(url, big).status_code == 200
+    finally:
+        receiver.stop()
+        ctx.bus.stop(5)
+        trail.stop()
+        close_writers()
+        state.close()
+    records = [json.loads(line) for line in (small_fs / "audit.jsonl").read_text().splitlines()]
+    ids = [r.get("id") for r in records if r["source"] == "registry-notify"]
+    assert ids == ["before", "on-a-full-disk"]
+    assert [r["kind"] for r in records if r["source"] == "regwarden"] == ["audit.gap"]
+    assert verify([small_fs / "audit.jsonl"]).ok

@@ -77,14 +77,15 @@ def test_the_helper_docker_would_ask_wins_over_a_stale_auths_entry(
     assert helper.calls() == ["get"]
 
 
-def test_a_helper_without_the_registry_or_not_installed_leaves_the_auths_entry(
+def test_a_helper_with_nothing_or_not_installed_means_no_credential(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A helper miss ("credentials not found") or a helper not on PATH falls back to `auths`."""
+    """As for Docker: a helper's "credentials not found", or a helper that cannot run, is no credential,
+    whatever `auths` still holds (a stale entry from before the helper was set)."""
     helper = install_helper(tmp_path, monkeypatch)
     for store in (helper.name, "not-installed"):
-        lookup = docker_lookup(config(tmp_path, {"auths": {HOST: auth("ci-a", "file-pass")}, "credsStore": store}))
-        secret = lookup("ci")
-        assert secret is not None and secret.password == "file-pass", store
+        lookup = docker_lookup(config(tmp_path, {"auths": {HOST: auth("ci-a", "stale-pass")}, "credsStore": store}))
+        assert lookup("ci") is None, store
+    assert helper.calls() == ["get"]
 
 
 def write_pair(directory: Path, stem: str, cert: str, key: str) -> None:
@@ -124,3 +125,14 @@ def test_first_of_asks_in_order_until_one_answers() -> None:
     assert asked == []
     fallback = first_of(lambda n: None, docker_side)("ci")
     assert fallback is not None and fallback.password == "docker-pass" and asked == ["ci"]
+
+
+def test_a_password_credential_comes_from_the_config_before_certs_d(tmp_path: Path) -> None:
+    """For a password credential the client config answers even when certs.d has a pair; with nothing
+    in the config, a pair in certs.d (a KV credential may hold a certificate) is the answer."""
+    write_pair(tmp_path / "certs.d" / HOST, "client", "CERT-1", "KEY-1")
+    from_config = docker_lookup(config(tmp_path, {"auths": {HOST: auth("ci-a", "file-pass")}}))("ci")
+    assert from_config is not None and from_config.password == "file-pass"
+    from_certs = docker_lookup(config(tmp_path, {}))("ci")
+    assert from_certs is not None and from_certs.certificate == "CERT-1"
+
