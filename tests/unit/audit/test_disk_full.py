@@ -61,6 +61,18 @@ def record(i: int) -> dict[str, object]:
     return {"kind": "test.event", "detail": {"i": i, "pad": "x" * 200}}
 
 
+def started_trail(tmp_path: Path, fs: Path, fsync_interval: str) -> tuple[Context, AuditTrail]:
+    """An AuditTrail writing `fs/audit.jsonl`, started on a Context of its own (bus not started)."""
+    metrics = Metrics()
+    cfg = Config(daemon=DaemonConfig(state_dir=tmp_path / "state", audit_log=fs / "audit.jsonl"),
+                 audit=AuditConfig(fsync_interval=fsync_interval))  # type: ignore[arg-type]
+    ctx = Context(config=cfg, metrics=metrics, state=StateStore(tmp_path / "state"), bus=Bus(metrics),
+                  scheduler=BackgroundScheduler(timezone="UTC"), host="h1")
+    trail = AuditTrail()
+    trail.start(ctx)
+    return ctx, trail
+
+
 def test_write_failure_raises_and_the_chain_survives(small_fs: Path) -> None:
     """With the disk full an append raises AuditError; once space returns, appends go on and verify."""
     log = small_fs / "audit.jsonl"
@@ -100,14 +112,8 @@ def test_batched_records_lost_to_a_full_disk_are_reported(small_fs: Path) -> Non
 
 def test_component_reports_lost_records_as_an_audit_gap(small_fs: Path, tmp_path: Path) -> None:
     """AuditTrail counts failed writes, turns not-ready, and writes an audit.gap record when it recovers."""
-    metrics = Metrics()
-    state = StateStore(tmp_path / "state")
-    cfg = Config(daemon=DaemonConfig(state_dir=tmp_path / "state", audit_log=small_fs / "audit.jsonl"),
-                 audit=AuditConfig(fsync_interval="10ms"))  # type: ignore[arg-type]
-    ctx = Context(config=cfg, metrics=metrics, state=state, bus=Bus(metrics),
-                  scheduler=BackgroundScheduler(timezone="UTC"), host="h1")
-    trail = AuditTrail()
-    trail.start(ctx)
+    ctx, trail = started_trail(tmp_path, small_fs, fsync_interval="10ms")
+    metrics, state = ctx.metrics, ctx.state
     event = Event(source="docker", kind="container.start", time=WHEN, observed=WHEN, host="h1",
                   detail={"pad": "x" * 300})
     ctx.bus.dispatch(event)
@@ -161,14 +167,8 @@ def test_a_notification_lost_to_a_full_disk_is_never_acknowledged(small_fs: Path
     from tests.sources_support import free_port
     from tests.unit.sources.test_notifications import TOKEN, envelope, post
 
-    metrics = Metrics()
-    state = StateStore(tmp_path / "state")
-    cfg = Config(daemon=DaemonConfig(state_dir=tmp_path / "state", audit_log=small_fs / "audit.jsonl"),
-                 audit=AuditConfig(fsync_interval="1h"))  # type: ignore[arg-type]
-    ctx = Context(config=cfg, metrics=metrics, state=state, bus=Bus(metrics),
-                  scheduler=BackgroundScheduler(timezone="UTC"), host="h1")
-    trail = AuditTrail()
-    trail.start(ctx)
+    ctx, trail = started_trail(tmp_path, small_fs, fsync_interval="1h")
+    metrics, state = ctx.metrics, ctx.state
     ctx.bus.start()
     token = tmp_path / "token"
     token.write_text(TOKEN)
