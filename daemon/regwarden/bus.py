@@ -40,12 +40,15 @@ _STOP = object()
 @dataclass(frozen=True)
 class Checkpoint:
     """`done()` runs once what was published before it is handled (and durable, see the module doc);
-    `failed()` instead when the keeper knows some of it will never be (a write failed, records were
-    dropped). `urgent`: someone waits on it (an HTTP answer): the keeper makes it durable now."""
+    `failed()` instead when the keeper knows some of it will never be. `urgent`: someone waits on it
+    (an HTTP answer): the keeper makes it durable now. `since`: `Bus.losses` when the publisher began
+    publishing what the checkpoint covers; if records were lost since, it fails (conservatively: the
+    loss may have been someone else's)."""
 
     done: Callable[[], None]
     urgent: bool = False
     failed: Callable[[], None] | None = None
+    since: int | None = None
 
     def run(self) -> None:
         _call(self.done)
@@ -72,6 +75,8 @@ class Bus:
         self._handlers: list[tuple[str, Handler, BatchHandler | None]] = []
         self._metrics = metrics
         self._keeper: Callable[[Checkpoint], None] | None = None
+        self.losses = 0  # records the keeper lost before they reached the disk, ever (see Checkpoint.since)
+        self._losses_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.heartbeat = time.monotonic()
 
@@ -93,9 +98,15 @@ class Bus:
             self._put(list(events), len(events), timeout)
 
     def publish_checkpoint(self, done: Callable[[], None], timeout: float | None = None, *,
-                           urgent: bool = False, failed: Callable[[], None] | None = None) -> None:
+                           urgent: bool = False, failed: Callable[[], None] | None = None,
+                           since: int | None = None) -> None:
         """Queue a Checkpoint: `done()` runs after everything published before it (see the module doc)."""
-        self._put(Checkpoint(done, urgent, failed), 0, timeout)
+        self._put(Checkpoint(done, urgent, failed, since), 0, timeout)
+
+    def record_loss(self) -> None:
+        """The keeper lost records (a failed write, records dropped): checkpoints with an older `since` fail."""
+        with self._losses_lock:
+            self.losses += 1
 
     def set_keeper(self, keeper: Callable[[Checkpoint], None] | None) -> None:
         """Who makes Checkpoints durable (the audit trail: it runs them once their records are fsynced);

@@ -188,9 +188,13 @@ class AuditWriter:
         self.last_failure: str | None = None  # what the last recovery recovered from
         self._lost: list[tuple[int, int]] = []  # seq ranges acknowledged but lost with a failed write
         self._size = 0  # bytes in the current file (set by _open)
+        self._synced_size = 0  # of which known on disk: the size at the last good fsync (or at open)
+        self._fsync_failed = False  # then what came after _synced_size may be gone whatever the cache shows
+        self.on_loss: Callable[[], None] | None = None  # called (with the lock held) when a recovery lost records
         # when_durable callbacks by seq: (seq, done, failed); `_failing`: failed ones to call outside the lock
         self._waiting: deque[tuple[int, Callable[[], None], Callable[[], None] | None]] = deque()
         self._failing: list[Callable[[], None]] = []
+        self._delivering = threading.Lock()  # callbacks run in seq order, one thread at a time
         self.torn_bytes = 0  # bytes of an incomplete record cut at start or recovery (a crash, a failed write)
         self._stop_flush = threading.Event()  # stops the flusher
         self._soon = threading.Event()  # the flusher syncs now (a `when_durable(soon=True)` waits)
@@ -303,13 +307,14 @@ class AuditWriter:
     def _run_durable(self) -> None:
         """Call the `when_durable` callbacks whose records are on disk now, and the `failed` ones of
         those whose records were lost (without the lock)."""
-        ready: list[Callable[[], None]] = []
-        with self._lock:
-            while self._waiting and self._waiting[0][0] <= self._durable:
-                ready.append(self._waiting.popleft()[1])
-            failing, self._failing = self._failing, []
-        for callback in (*failing, *ready):
-            _call(callback)
+        with self._delivering:
+            ready: list[Callable[[], None]] = []
+            with self._lock:
+                while self._waiting and self._waiting[0][0] <= self._durable:
+                    ready.append(self._waiting.popleft()[1])
+                failing, self._failing = self._failing, []
+            for callback in (*failing, *ready):
+                _call(callback)
 
     def take_lost(self) -> list[tuple[int, int]]:
         """Seq ranges that appends had acknowledged but a failed write lost (reported once)."""
@@ -334,37 +339,46 @@ class AuditWriter:
         self._run_durable()
 
     def resume_batching(self, fsync_interval: float) -> None:
-        """Back to buffered appends (a component started again after `write_through`)."""
+        """Back to buffered appends (a component started again after `write_through`), at the interval
+        of the (perhaps reloaded) config; 0 means an fsync per append and no flusher thread."""
         with self._lock:
             self._flush_each = False
             self._interval = fsync_interval
-        if fsync_interval > 0 and self._flusher is None:
+        if fsync_interval <= 0:
+            self._stop_flusher()
+        elif self._flusher is None:
             self._start_flusher()
 
     def close(self) -> None:
         self._stop_flusher()
-        with self._lock:
-            if self._closed:
-                return
-            try:
-                if self._broken is None:
-                    self._checked_sync()
-            finally:
-                self._closed = True
-                with contextlib.suppress(OSError):
-                    self._file.close()
-                # what is still waiting will never be on disk through this writer
-                self._failing.extend(w[2] for w in self._waiting if w[0] > self._durable and w[2] is not None)
-                self._waiting = deque(w for w in self._waiting if w[0] <= self._durable)
-        self._run_durable()
+        try:
+            with self._lock:
+                if self._closed:
+                    return
+                try:
+                    if self._broken is None:
+                        self._checked_sync()
+                finally:
+                    self._closed = True
+                    with contextlib.suppress(OSError):
+                        self._file.close()
+                    # what is still waiting will never be on disk through this writer
+                    self._fail_waiters_above(self._durable)
+        finally:
+            self._run_durable()
 
     # -- internals (call with the lock held)
 
     def _sync(self) -> None:
         self._file.flush()
-        os.fsync(self._file.fileno())
+        try:
+            os.fsync(self._file.fileno())
+        except OSError:
+            self._fsync_failed = True
+            raise
         self._dirty = False
         self._durable = self._head.seq
+        self._synced_size = self._size
 
     def _checked_sync(self) -> None:
         try:
@@ -375,34 +389,48 @@ class AuditWriter:
 
     def _recover(self) -> None:
         """After a failed write or fsync: drop the buffer, cut a torn line, continue from what is on
-        disk. Records acknowledged but not on disk are remembered as lost (`take_lost`)."""
+        disk (after a failed fsync: from what the last good fsync covered, since the kernel may have
+        dropped the rest even if it still shows it). Records acknowledged but not on disk are
+        remembered as lost (`take_lost`, `on_loss`), and their `when_durable` waiters fail."""
         before = self._head.seq
         with contextlib.suppress(OSError):
             self._file.close()  # closes the descriptor even when the final flush fails
+        file = None
         try:
+            if self._fsync_failed:
+                os.truncate(self.path, self._synced_size)
             self._cut_torn_tail(self.path)
-            self._head = self._resume()
-            self._file = self._open()
-            os.fsync(self._file.fileno())  # what is on disk now is durable, as `_durable` says below
+            head = self._resume()
+            file = self._open()
+            os.fsync(file.fileno())  # what is on disk now is durable, as `_durable` says below
+            _fsync_dir(self.path.parent)
         except OSError as exc:
+            if file is not None:
+                with contextlib.suppress(OSError):
+                    file.close()
             raise AuditError(f"audit log {self.path} still failing: {exc.strerror or exc}") from None
-        log.error("audit_write_recovered", path=str(self.path), error=self._broken, seq=self._head.seq,
-                  lost=before - self._head.seq)
+        self._head, self._file, self._fsync_failed = head, file, False  # _open set _size = _synced_size
+        log.error("audit_write_recovered", path=str(self.path), error=self._broken, seq=head.seq,
+                  lost=before - head.seq)
         self.last_failure = self._broken
         self._broken = None
         self._dirty = False
-        self._durable = self._head.seq
-        if self._head.seq < before:
-            self._lost.append((self._head.seq + 1, before))
-        # waiters for records that are not on disk: they fail now (the next records reuse those seqs)
-        kept = deque(w for w in self._waiting if w[0] <= self._head.seq)
-        self._failing.extend(w[2] for w in self._waiting if w[0] > self._head.seq and w[2] is not None)
-        self._waiting = kept
+        self._durable = head.seq
+        if head.seq < before:
+            self._lost.append((head.seq + 1, before))
+            if self.on_loss is not None:
+                self.on_loss()
+        # waiters for records that are not on disk fail now (the next records reuse those seqs)
+        self._fail_waiters_above(head.seq)
+
+    def _fail_waiters_above(self, seq: int) -> None:
+        self._failing.extend(w[2] for w in self._waiting if w[0] > seq and w[2] is not None)
+        self._waiting = deque(w for w in self._waiting if w[0] <= seq)
 
     def _open(self) -> IO[bytes]:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.fchmod(fd, 0o600)
-        self._size = os.fstat(fd).st_size
+        self._size = self._synced_size = os.fstat(fd).st_size
         return os.fdopen(fd, "ab", buffering=256 * 1024)
 
     def _rotate(self) -> None:

@@ -104,7 +104,6 @@ class AuditTrail:
         self._written = 0
         self._failed = 0  # appends that failed (or Events dropped while waiting) since the last loss report
         self._held: deque[Event | Checkpoint] = deque()  # in bus order, while there is no writer
-        self._lost_since_checkpoint = False  # a record before the next checkpoint was not written
         self._held_lock = threading.Lock()
         self._stop = threading.Event()
         self._fetcher: threading.Thread | None = None
@@ -130,7 +129,10 @@ class AuditTrail:
         cfg = self._ctx.config
         writer = _shared_writer(cfg.daemon.audit_log, key=self._key, max_bytes=cfg.audit.max_bytes,
                                 fsync_interval=cfg.audit.fsync_interval.total_seconds())
+        writer.on_loss = self._ctx.bus.record_loss  # a recovery that lost records fails later checkpoints
         with self._held_lock:
+            if self._stop.is_set():  # stopped while the key was on its way: stop() settled what was held
+                return
             self._writer = writer
             held, self._held = self._held, deque()
             events: list[Event] = []
@@ -184,9 +186,9 @@ class AuditTrail:
         self._settle(writer, checkpoint)
 
     def _settle(self, writer: AuditWriter, checkpoint: Checkpoint) -> None:
-        if self._lost_since_checkpoint:
-            self._lost_since_checkpoint = False
-            checkpoint.fail()
+        assert self._ctx is not None
+        if checkpoint.since is not None and checkpoint.since != self._ctx.bus.losses:
+            checkpoint.fail()  # records were lost after the publisher began: perhaps its own
             return
         writer.when_durable(checkpoint.done, soon=checkpoint.urgent, failed=checkpoint.failed)
 
@@ -206,7 +208,7 @@ class AuditTrail:
             dropped = self._held.popleft()
             if isinstance(dropped, Event):
                 self._failed += 1
-                self._lost_since_checkpoint = True  # the next checkpoint kept covers it
+                self._lost()
             else:
                 dropped.fail()
         self._held.append(item)
@@ -224,14 +226,14 @@ class AuditTrail:
             self._error = str(exc)
             self._failed += exc.not_written
             written -= exc.not_written
-            self._lost_since_checkpoint = True
+            self._lost()
         except Exception as exc:  # a bug, not the disk: still counted, and reported as a gap later
             metrics.audit_write_errors.inc()
             log.exception("audit_write_failed", records=len(events))
             self._error = f"{type(exc).__name__}: {exc}"
             self._failed += len(events)
             written = 0
-            self._lost_since_checkpoint = True
+            self._lost()
         if written:
             self._written += written
             metrics.audit_records.inc(written)
@@ -243,6 +245,10 @@ class AuditTrail:
         lost = self._writer.take_lost()
         if lost or self._failed:
             self._report_loss(lost)
+
+    def _lost(self) -> None:
+        assert self._ctx is not None
+        self._ctx.bus.record_loss()
 
     def _report_loss(self, lost: list[tuple[int, int]], why: str | None = None) -> None:
         """Records were not written (disk full, I/O error, dropped while waiting for the key) and the
@@ -271,6 +277,15 @@ class AuditTrail:
         self._stop.set()
         if self._fetcher is not None:
             self._fetcher.join(2.0)
+        with self._held_lock:  # stopped before the key came: what was held is lost
+            held, self._held = self._held, deque()
+        dropped = sum(isinstance(item, Event) for item in held)
+        if dropped:
+            self._lost()
+            log.error("audit_records_lost", reason="stopped while waiting for the HMAC key", records=dropped)
+        for item in held:
+            if isinstance(item, Checkpoint):
+                item.fail()
         if self._writer is not None:
             try:
                 self._writer.write_through()

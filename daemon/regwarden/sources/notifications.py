@@ -267,6 +267,7 @@ class NotificationReceiver:
         waiting: list[str] = []  # ids of this envelope not yet remembered as seen
         with self._lock:  # one envelope at a time: check, publish and mark pending stay consistent
             fresh = self._seen.unseen([e.id for e in events if e.id])
+            since = ctx.bus.losses  # a loss after this point (perhaps of these events) fails the checkpoint
             try:
                 for event in events:
                     if event.id is None or event.id not in fresh:
@@ -276,6 +277,8 @@ class NotificationReceiver:
                         continue
                     waiting.append(event.id)
                     earlier = self._pending.get(event.id)
+                    if earlier is not None and earlier.settled.is_set() and not earlier.ok:
+                        earlier = None  # lost: published again below
                     if earlier is not None:  # a retry: published before, not known durable yet
                         self.duplicates += 1
                         awaited[id(earlier)] = earlier
@@ -286,7 +289,8 @@ class NotificationReceiver:
                     mine.ids.append(event.id)
                     self.accepted += 1
                 if mine.ids:
-                    ctx.bus.publish_checkpoint(mine.durable, timeout=PUBLISH_TIMEOUT, urgent=True, failed=mine.lost)
+                    ctx.bus.publish_checkpoint(mine.durable, timeout=PUBLISH_TIMEOUT, urgent=True, failed=mine.lost,
+                                               since=since)
                     awaited[id(mine)] = mine
             except queue.Full:  # what went on the bus has no checkpoint: a retry publishes it again
                 self._forget(mine)
