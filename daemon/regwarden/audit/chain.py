@@ -284,7 +284,7 @@ class AuditWriter:
                 self._head = ChainHead(seq, prev.decode("ascii"))
                 if self._interval <= 0:
                     self._durable = seq  # fsynced above, after the last line
-        if self._waiting or self._failing:
+        if (self._interval <= 0 and self._waiting) or self._failing:  # else the flusher runs them
             self._run_durable()
         if failure is not None:
             raise failure from None
