@@ -81,7 +81,14 @@ class Bus:
         self.heartbeat = time.monotonic()
 
     def subscribe(self, name: str, handler: Handler, batch: BatchHandler | None = None) -> None:
-        self._handlers = [*self._handlers, (name, handler, batch)]
+        """Add a handler; one of the same name (a component before a reload) is replaced in its place,
+        in one step, so that no item dispatched meanwhile misses both."""
+        entry = (name, handler, batch)
+        handlers = self._handlers
+        if any(h[0] == name for h in handlers):
+            self._handlers = [entry if h[0] == name else h for h in handlers]
+        else:
+            self._handlers = [*handlers, entry]
 
     def unsubscribe(self, name: str) -> None:
         self._handlers = [h for h in self._handlers if h[0] != name]

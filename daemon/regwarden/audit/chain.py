@@ -191,9 +191,9 @@ class AuditWriter:
         self._synced_size = 0  # of which known on disk: the size at the last good fsync (or at open)
         self._fsync_failed = False  # then what came after _synced_size may be gone whatever the cache shows
         self.on_loss: Callable[[], None] | None = None  # called (with the lock held) when a recovery lost records
-        # when_durable callbacks by seq: (seq, done, failed); `_failing`: failed ones to call outside the lock
+        # when_durable callbacks by seq: (seq, done, failed); `_due`: settled ones to call outside the lock
         self._waiting: deque[tuple[int, Callable[[], None], Callable[[], None] | None]] = deque()
-        self._failing: list[Callable[[], None]] = []
+        self._due: list[Callable[[], None]] = []  # `failed` of lost records, `done` of durable ones
         self._delivering = threading.Lock()  # callbacks run in seq order, one thread at a time
         self.torn_bytes = 0  # bytes of an incomplete record cut at start or recovery (a crash, a failed write)
         self._stop_flush = threading.Event()  # stops the flusher
@@ -206,6 +206,7 @@ class AuditWriter:
             self._file = self._open()
         except OSError as exc:
             raise AuditError(f"cannot open audit log {path}: {exc.strerror or exc}") from None
+        self._synced_size = self._size  # what an earlier run left is taken as on disk
         self._durable = self._head.seq  # the last seq known to be on disk (fsynced)
         if fsync_interval > 0:
             self._start_flusher()
@@ -284,25 +285,32 @@ class AuditWriter:
                 self._head = ChainHead(seq, prev.decode("ascii"))
                 if self._interval <= 0:
                     self._durable = seq  # fsynced above, after the last line
-        if (self._interval <= 0 and self._waiting) or self._failing:  # else the flusher runs them
+        if (self._interval <= 0 and self._waiting) or self._due:  # else the flusher runs them
             self._run_durable()
         if failure is not None:
             raise failure from None
         return seq
 
     def when_durable(self, done: Callable[[], None], *, soon: bool = False,
-                     failed: Callable[[], None] | None = None) -> None:
+                     failed: Callable[[], None] | None = None, valid: Callable[[], bool] | None = None) -> None:
         """Call `done()` once every record appended so far is fsynced (now, if it already is; else from
         the thread that fsyncs next). How sources store their cursors (bus.Checkpoint). `soon`: someone
         is waiting, fsync now instead of at the end of the interval (appends meanwhile share it).
-        `failed()` instead, if a failed write or fsync lost some of those records (never both)."""
+        `failed()` instead, if a failed write or fsync lost some of those records (never both), or if
+        `valid()`, asked under the writer's lock (where a recovery counts its losses), says no."""
         with self._lock:
-            if self._head.seq > self._durable:
+            if self._closed or (valid is not None and not valid()):
+                if failed is not None:
+                    self._due.append(failed)
+            elif self._head.seq > self._durable:
                 self._waiting.append((self._head.seq, done, failed))
-                if soon:
+                if self._flusher is None:  # fsync per append: only a failed one leaves records waiting
+                    self._sync_or_recover()
+                elif soon:
                     self._soon.set()
-                return
-        _call(done)
+            else:
+                self._due.append(done)  # already durable: delivered below, after those before it
+        self._run_durable()
 
     def _run_durable(self) -> None:
         """Call the `when_durable` callbacks whose records are on disk now, and the `failed` ones of
@@ -312,8 +320,8 @@ class AuditWriter:
             with self._lock:
                 while self._waiting and self._waiting[0][0] <= self._durable:
                     ready.append(self._waiting.popleft()[1])
-                failing, self._failing = self._failing, []
-            for callback in (*failing, *ready):
+                due, self._due = self._due, []
+            for callback in (*ready, *due):  # waiters before the checkpoints settled at once
                 _call(callback)
 
     def take_lost(self) -> list[tuple[int, int]]:
@@ -346,6 +354,9 @@ class AuditWriter:
             self._interval = fsync_interval
         if fsync_interval <= 0:
             self._stop_flusher()
+            with self._lock:  # what the flusher would have synced: from now on every append is
+                self._sync_or_recover()
+            self._run_durable()
         elif self._flusher is None:
             self._start_flusher()
 
@@ -408,8 +419,10 @@ class AuditWriter:
             if file is not None:
                 with contextlib.suppress(OSError):
                     file.close()
+            self._fsync_failed = True  # the next recovery trusts only what the last good fsync covered
             raise AuditError(f"audit log {self.path} still failing: {exc.strerror or exc}") from None
-        self._head, self._file, self._fsync_failed = head, file, False  # _open set _size = _synced_size
+        self._head, self._file, self._fsync_failed = head, file, False
+        self._synced_size = self._size
         log.error("audit_write_recovered", path=str(self.path), error=self._broken, seq=head.seq,
                   lost=before - head.seq)
         self.last_failure = self._broken
@@ -424,13 +437,13 @@ class AuditWriter:
         self._fail_waiters_above(head.seq)
 
     def _fail_waiters_above(self, seq: int) -> None:
-        self._failing.extend(w[2] for w in self._waiting if w[0] > seq and w[2] is not None)
+        self._due.extend(w[2] for w in self._waiting if w[0] > seq and w[2] is not None)
         self._waiting = deque(w for w in self._waiting if w[0] <= seq)
 
     def _open(self) -> IO[bytes]:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         os.fchmod(fd, 0o600)
-        self._size = self._synced_size = os.fstat(fd).st_size
+        self._size = os.fstat(fd).st_size
         return os.fdopen(fd, "ab", buffering=256 * 1024)
 
     def _rotate(self) -> None:
@@ -442,6 +455,7 @@ class AuditWriter:
             older.rename(older.with_name(f"{self.path.name}.{number + 1}"))
         self.path.rename(self.path.with_name(self.path.name + ".1"))
         self._file = self._open()
+        self._synced_size = self._size
         _fsync_dir(self.path.parent)
         log.info("audit_log_rotated", path=str(self.path), seq=self._head.seq)
 
@@ -503,17 +517,26 @@ class AuditWriter:
             if self._stop_flush.is_set():
                 return
             with self._lock:
-                if self._dirty and not self._closed and self._broken is None:
-                    try:
-                        self._sync()
-                    except OSError as exc:
-                        self._broken = exc.strerror or str(exc)
-                        log.error("audit_fsync_failed", path=str(self.path), error=self._broken)
-                if self._broken is not None and self._waiting and not self._closed:
-                    with contextlib.suppress(AuditError):  # someone waits: settle their records now
-                        self._recover()
-            if self._waiting or self._failing:
+                if self._dirty or (self._broken is not None and self._waiting):
+                    self._sync_or_recover()
+            if self._waiting or self._due:
                 self._run_durable()
+
+    def _sync_or_recover(self) -> None:
+        """fsync what is appended; if that fails, or failed before, and someone waits, recover at once so
+        that they learn what was lost (call with the lock; the callbacks run in `_run_durable`)."""
+        if self._closed:
+            return
+        if self._broken is None:
+            try:
+                self._sync()
+                return
+            except OSError as exc:
+                self._broken = exc.strerror or str(exc)
+                log.error("audit_fsync_failed", path=str(self.path), error=self._broken)
+        if self._waiting:
+            with contextlib.suppress(AuditError):
+                self._recover()
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -111,8 +111,7 @@ class AuditTrail:
     def start(self, ctx: Context) -> None:
         self._ctx = ctx
         self._stop.clear()
-        ctx.bus.unsubscribe(self.name)  # a previous instance (before a reload) hands over
-        ctx.bus.subscribe(self.name, self.handle, self.handle_batch)
+        ctx.bus.subscribe(self.name, self.handle, self.handle_batch)  # replaces a previous instance's
         ctx.bus.set_keeper(self.keep)
         if self._key is None and ctx.config.audit.hmac_key_vault_path:
             self._fetcher = threading.Thread(target=self._fetch_key, name="audit-hmac-key", daemon=True)
@@ -187,10 +186,11 @@ class AuditTrail:
 
     def _settle(self, writer: AuditWriter, checkpoint: Checkpoint) -> None:
         assert self._ctx is not None
-        if checkpoint.since is not None and checkpoint.since != self._ctx.bus.losses:
-            checkpoint.fail()  # records were lost after the publisher began: perhaps its own
-            return
-        writer.when_durable(checkpoint.done, soon=checkpoint.urgent, failed=checkpoint.failed)
+        bus, since = self._ctx.bus, checkpoint.since
+        # records lost after the publisher began (perhaps its own) fail it; asked under the writer's
+        # lock, where a recovery counts what it lost, so that no loss slips between check and wait
+        valid = None if since is None else (lambda: bus.losses == since)
+        writer.when_durable(checkpoint.done, soon=checkpoint.urgent, failed=checkpoint.failed, valid=valid)
 
     def handle_batch(self, events: Sequence[Event]) -> None:
         if self._ctx is None:
@@ -203,7 +203,15 @@ class AuditTrail:
         self._write(events)
 
     def _hold(self, item: Event | Checkpoint) -> None:
-        """Keep `item` until the writer opens (call with _held_lock); beyond buffer_limit drop the oldest."""
+        """Keep `item` until the writer opens (call with _held_lock); beyond buffer_limit drop the oldest.
+        Stopped (a reload while the key was awaited), nothing will open: the item is lost at once."""
+        if self._stop.is_set():
+            if isinstance(item, Event):
+                self._failed += 1
+                self._lost()
+            else:
+                item.fail()
+            return
         if len(self._held) >= self._buffer_limit:
             dropped = self._held.popleft()
             if isinstance(dropped, Event):

@@ -401,8 +401,7 @@ class AuditDetectors:
         self._rules = build_rules(ctx.config, SqliteTagMemory(ctx))
         self._kinds = frozenset().union(*(rule.kinds for rule in self._rules))
         self._restore_firing()
-        ctx.bus.unsubscribe(self.name)
-        ctx.bus.subscribe(self.name, self.handle, self.handle_batch)
+        ctx.bus.subscribe(self.name, self.handle, self.handle_batch)  # replaces a previous instance's
         self._stop.clear()
         self._thread = threading.Thread(target=self._tick_loop, name="audit-detectors", daemon=True)
         self._thread.start()

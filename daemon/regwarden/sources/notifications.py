@@ -175,6 +175,7 @@ class NotificationReceiver:
         self.duplicates = 0
         self.rejected = 0
         self.last_error: str | None = None
+        self.stopped = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -185,6 +186,7 @@ class NotificationReceiver:
 
     def start(self, ctx: Context) -> None:
         self._ctx = ctx
+        self.stopped = False
         token = read_secret(self._cfg.token_file, self._cfg.token_env)
         if not token:
             raise AuditError("registry notifications: the bearer token is empty")
@@ -213,6 +215,7 @@ class NotificationReceiver:
             self._ctx.metrics.source_up.labels(self.name).set(0)
 
     def stop(self) -> None:
+        self.stopped = True  # keep-alive connections still open get 503 and are closed
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -353,6 +356,9 @@ class NotificationReceiver:
                     self.connection.do_handshake()
 
             def do_POST(self) -> None:
+                if receiver.stopped:  # a keep-alive connection outliving a stop (a reload): the new
+                    self._answer(503, "restarting, retry", close=True)  # receiver takes the retry
+                    return
                 if self.path.split("?", 1)[0] != PATH:
                     receiver.reject("not_found")
                     self._answer(404, "not found", close=True)

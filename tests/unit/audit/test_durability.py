@@ -250,3 +250,93 @@ def test_an_interval_of_zero_after_a_reload_stops_the_flusher(tmp_path: Path) ->
     writer.resume_batching(0.1)
     assert flushers() == before + 1
     writer.close()
+
+
+class FailingWrite:
+    """In place of the writer's file: writes fail (a full disk); flushing what is already there works."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def write(self, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        self.real.flush()
+
+    def fileno(self) -> int:
+        return int(self.real.fileno())
+
+    def close(self) -> None:
+        self.real.close()
+
+
+def test_a_recovery_whose_fsync_failed_is_not_trusted_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write fails and the recovery's own fsync fails too: the next recovery does not take the page
+    cache for the disk (the kernel reports a failed fsync once): the unsure record is lost, not `done`."""
+    log = tmp_path / "audit.jsonl"
+    writer = AuditWriter(log, fsync_interval=3600)
+    writer.append({"kind": "kept"})
+    writer.flush()
+    writer.append({"kind": "unsure"})
+    writer._file.flush()  # in the page cache, never fsynced
+    outcome = Outcome()
+    writer.when_durable(outcome.done, failed=outcome.failed)
+    writer._file = FailingWrite(writer._file)
+    fail_fsync_once(monkeypatch)
+    with pytest.raises(AuditError):
+        writer.append({"kind": "c"})
+    writer.append({"kind": "d"})
+    writer.close()
+    assert outcome.calls == ["failed"]
+    assert [json.loads(line)["kind"] for line in log.read_text().splitlines()] == ["kept", "d"]
+
+
+def test_no_loss_slips_between_the_check_and_the_wait(trail_on: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flusher's fsync fails and its recovery drops e1 right after the keeper compared the loss count
+    and before it registered the wait: the checkpoint still fails (the count is read under the writer's lock)."""
+    ctx, trail = trail_on("1h")
+    bus, since = ctx.bus, ctx.bus.losses
+    writer = trail._writer
+    tailer = Outcome()
+    trail.handle_batch([event("x", source="docker")])
+    writer.when_durable(tailer.done, failed=tailer.failed)  # someone waits: the flusher recovers at once
+    trail.handle_batch([event("e1")])
+    real_when_durable = writer.when_durable
+
+    def recovery_in_between(*args: Any, **kwargs: Any) -> None:
+        fail_fsync_once(monkeypatch)
+        writer._soon.set()
+        assert tailer.settled.wait(5) and tailer.calls == ["failed"]
+        real_when_durable(*args, **kwargs)
+
+    monkeypatch.setattr(writer, "when_durable", recovery_in_between)
+    receiver = Outcome()
+    trail.keep(Checkpoint(receiver.done, urgent=True, failed=receiver.failed, since=since))
+    assert bus.losses == since + 1 and receiver.calls == ["failed"]
+
+
+def test_a_stopped_trail_still_waiting_for_the_key_loses_what_comes_and_says_so(trail_on: Any) -> None:
+    """After stop() (a reload) the old trail may still be handed items: they count as lost, and a
+    checkpoint fails at once instead of being held where nothing will ever settle it."""
+    def no_key(_: Context) -> bytes:
+        raise RegwardenError("vault down")
+
+    ctx, trail = trail_on("100ms", key_reader=no_key, hmac_key_vault_path="kv/audit")
+    trail.stop()
+    since = ctx.bus.losses
+    trail.handle_batch([event("e1")])
+    receiver = Outcome()
+    trail.keep(Checkpoint(receiver.done, urgent=True, failed=receiver.failed, since=since))
+    assert receiver.calls == ["failed"] and ctx.bus.losses == since + 1
+
+
+def test_switching_to_an_fsync_per_append_settles_the_waiters(tmp_path: Path) -> None:
+    """A reload to fsync_interval 0 stops the flusher; what it would have synced is synced then."""
+    writer = AuditWriter(tmp_path / "audit.jsonl", fsync_interval=3600)
+    writer.append({"kind": "a"})
+    outcome = Outcome()
+    writer.when_durable(outcome.done, failed=outcome.failed)
+    writer.resume_batching(0)
+    assert outcome.calls == ["done"]
+    writer.close()

@@ -213,3 +213,16 @@ def test_the_answer_waits_until_the_records_are_durable(collected: Collected, tm
         assert seen.unseen(["e1", "e2"]) == set()
         assert component.status()["accepted"] == 2
 
+
+
+def test_a_keep_alive_connection_after_stop_gets_503(collected: Collected, tmp_path: Path) -> None:
+    """A stopped receiver (a reload) takes nothing more on connections still open: 503, closed, so the
+    registry retries on a new connection, to the new receiver."""
+    with receiver(collected, tmp_path) as (component, url):
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert session.post(url, data=envelope("a"), headers=headers, timeout=5).status_code == 200
+        component.stop()
+        late = session.post(url, data=envelope("after-stop"), headers=headers, timeout=5)
+        assert (late.status_code, late.headers.get("Connection")) == (503, "close")
+        assert component.status()["accepted"] == 1
