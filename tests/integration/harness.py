@@ -59,11 +59,13 @@ __all__ = [
     "make_certificates",
     "pull_image",
     "push_image",
+    "reap",
     "regwarden_env",
     "require",
     "running",
     "secret_file",
     "start_daemon",
+    "stop_daemon",
     "wait_for",
 ]
 
@@ -155,6 +157,19 @@ def start_daemon(config: Path, log: Path, env: Mapping[str, str] | None = None) 
         return subprocess.Popen([sys.executable, "-m", "regwarden", "run", "-c", str(config)],
                                 env=dict(env) if env is not None else regwarden_env(), stdout=out,
                                 stderr=subprocess.STDOUT)
+
+
+def stop_daemon(daemon: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as systemd stops it: the daemon must exit 0 within 15 s."""
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(15) == 0
+
+
+def reap(daemon: subprocess.Popen[bytes]) -> None:
+    """Kill a daemon a failed test left running (for `finally:`)."""
+    if daemon.poll() is None:
+        daemon.kill()
+        daemon.wait(5)
 
 
 # ------------------------------------------------------------------------------------------- process

@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from regwarden.audit.chain import chain_files, verify
-from tests.integration.harness import daemon_table, secret_file, start_daemon, wait_for
+from tests.integration.harness import daemon_table, reap, secret_file, start_daemon, stop_daemon, wait_for
 from tests.sources_support import free_port
 
 pytestmark = pytest.mark.integration
@@ -99,12 +99,9 @@ poll_interval = "100ms"
         wait_for("the log read to its end", lambda: log_done(listen, log), 120)
         wait_for("every line in the audit log", lambda: set(identities(audit_log)) >= expected, 60)
         wait_for("the daemon to listen", lambda: requests.get(f"http://127.0.0.1:{listen}/healthz", timeout=1).ok, 30)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(15) == 0
+        stop_daemon(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(5)
+        reap(daemon)
     found = identities(audit_log)
     assert set(found) == expected
     # at least once: what the dead daemon had written but not yet acknowledged (at most the last
@@ -169,9 +166,7 @@ token_file = "{token_file}"
     finally:
         stop.set()
         thread.join(15)
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(5)
+        reap(daemon)
     missing = set(acknowledged) - notification_ids(audit_log)
     assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged notifications are not in the audit log"
 

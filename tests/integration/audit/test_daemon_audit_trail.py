@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import daemon_table, free_port, start_daemon
+from tests.integration.harness import daemon_table, free_port, reap, start_daemon, stop_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +34,6 @@ def wait_for(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> Non
     while not ready():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(15) == 0
 
 
 def test_registry_log_lines_reach_a_verifiable_chain_across_restarts(tmp_path: Path) -> None:
@@ -70,20 +64,18 @@ poll_interval = "50ms"
         wait_for("40 registry records", lambda: len(registry_records(audit)) >= 40)
         with registry_log.open("ab") as f:
             f.writelines(lines[40:])
-        stop(proc)  # the last lines may still be on the bus: they must be written before exit
+        stop_daemon(proc)  # the last lines may still be on the bus: they must be written before exit
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     first_run = registry_records(audit)
     assert len(first_run) in range(40, len(lines) + 1), daemon_log.read_text()[-2000:]
 
     proc = start_daemon(config, daemon_log)
     try:
         wait_for("all sample lines", lambda: len(registry_records(audit)) >= len(lines))
-        stop(proc)
+        stop_daemon(proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(proc)
     records = registry_records(audit)
     assert len(records) == len(lines)
     kinds = [r["kind"] for r in records]

@@ -4,7 +4,6 @@ notifications end up in the hash-chained audit log, which verifies; /readyz name
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,9 +18,11 @@ from tests.integration.harness import (
     RegistryServer,
     daemon_table,
     push_image,
+    reap,
     regwarden_env,
     secret_file,
     start_daemon,
+    stop_daemon,
     wait_for,
 )
 from tests.sources_support import free_port
@@ -100,12 +101,9 @@ token_file = "{token_file}"
         engine.stop()
         wait_for("readyz to name the engine", lambda: "docker-events" in requests.get(f"{base}/readyz",
                                                                                        timeout=5).text, 30)
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(15) == 0
+        stop_daemon(daemon)
     finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait(5)
+        reap(daemon)
         client.close()
     verify = subprocess.run([sys.executable, "-m", "regwarden", "audit", "verify", str(audit_log)], env=env,
                             capture_output=True, text=True, timeout=60)
