@@ -26,6 +26,7 @@ from .health import DependencyChecker
 from .localapi import LocalApi
 from .logging import configure_logging
 from .metrics import Metrics
+from .redact import scrub_text
 from .sdnotify import Notifier, watchdog_interval
 from .state import StateStore
 from .web import StatusServer
@@ -36,6 +37,8 @@ log = structlog.get_logger(__name__)
 
 # settings that cannot change without a restart
 _RESTART_ONLY = ("state_dir", "listen", "audit_log")
+# the longest reload-refusal reason put in the systemd STATUS= line (the full text is in the log and /status)
+_STATUS_REASON_MAX = 200
 
 
 def build_components(cfg: Config) -> list[Component]:
@@ -299,8 +302,14 @@ class Daemon:
         ready, reasons = self.readiness()
         cfg = self.ctx.config
         head = "ready" if ready else "degraded: " + ", ".join(sorted(reasons))
-        return (f"{head}; {len(cfg.credentials)} credentials, {len(cfg.registries)} registries,"
-                f" {len(cfg.sinks)} sinks")
+        summary = (f"{head}; {len(cfg.credentials)} credentials, {len(cfg.registries)} registries,"
+                   f" {len(cfg.sinks)} sinks")
+        if self.reload_error:  # `systemctl status` shows this line: say why the reload was refused
+            reason = " ".join(scrub_text(self.reload_error).split())
+            if len(reason) > _STATUS_REASON_MAX:
+                reason = reason[:_STATUS_REASON_MAX - 1] + "…"
+            summary += f"; config reload refused, running the previous config: {reason}"
+        return summary
 
 
 def run_daemon(config_path: Path, cfg: Config) -> int:

@@ -211,7 +211,14 @@ def write_config(path: Path, doc: Mapping[str, Any]) -> None:
             with os.fdopen(fd, "wb") as handle:
                 os.fchmod(handle.fileno(), 0o600)
                 if (os.geteuid() == 0) and owner != (os.geteuid(), os.getegid()):
-                    os.fchown(handle.fileno(), *owner)
+                    try:
+                        os.fchown(handle.fileno(), *owner)
+                    except PermissionError:
+                        raise DockerError(
+                            f"cannot write Docker client config {path}: it belongs to uid {owner[0]}, and "
+                            f"keeping that owner needs CAP_CHOWN, which the shipped unit does not grant: "
+                            f"add CapabilityBoundingSet=CAP_CHOWN and SystemCallFilter=@chown in a drop-in"
+                        ) from None
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())

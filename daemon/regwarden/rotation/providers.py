@@ -110,8 +110,14 @@ def write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        if owner is not None:
-            os.chown(tmp, *owner)
+        if owner is not None and owner != (os.geteuid(), os.getegid()):
+            try:
+                os.chown(tmp, *owner)
+            except PermissionError:
+                raise PermissionError(
+                    f"{path} belongs to uid {owner[0]} gid {owner[1]}; keeping that owner needs CAP_CHOWN, "
+                    f"which the shipped unit does not grant: add CapabilityBoundingSet=CAP_CHOWN and "
+                    f"SystemCallFilter=@chown in a drop-in, or make the file root's") from None
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -170,7 +176,8 @@ class HtpasswdProvider:
             kept = [line for line in htpasswd_lines_with(lines, user, entry) if line.strip()]
             write_atomically(self._cfg.file, "".join(f"{line}\n" for line in kept), 0o640)
         except OSError as exc:
-            raise ProviderError(f"credential {self._name}: cannot rewrite {self._cfg.file}: {exc.strerror}") from None
+            raise ProviderError(
+                f"credential {self._name}: cannot rewrite {self._cfg.file}: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- vault-pki

@@ -36,10 +36,11 @@ def test_unit_is_notify_with_watchdog_reload_and_hardening() -> None:
     """Type=notify, WatchdogSec, ExecReload, Restart=on-failure, systemd-managed dirs and the hardening set."""
     service = _unit()["Service"]
     assert service["Type"] == "notify"
-    assert service["ExecReload"].endswith("kill -HUP $MAINPID")
+    assert service["ExecReload"].endswith("regwarden reload -c /etc/regwarden/config.toml")
     assert service["Restart"] == "on-failure"
     assert int(service["WatchdogSec"].rstrip("s")) >= 10
-    for key in ("StateDirectory", "LogsDirectory", "ConfigurationDirectory"):
+    assert "ConfigurationDirectory" not in service  # it would make /etc/regwarden writable to the daemon
+    for key in ("StateDirectory", "LogsDirectory"):
         assert service[key] == "regwarden"
     for key, value in {"ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateTmp": "yes",
                        "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
