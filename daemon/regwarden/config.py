@@ -151,8 +151,11 @@ class DaemonConfig(_Model):
     """The tamper-evident audit trail: one JSON object per line, hash-chained, mode 0600."""
     listen: ListenAddress = "127.0.0.1:9477"
     """HOST:PORT of the read-only HTTP listener (/metrics /healthz /readyz /status)."""
-    log_format: Literal["auto", "json", "console"] = "auto"
-    """auto: console on a terminal, JSON otherwise (journald); json or console force one."""
+    log_format: Literal["auto", "json", "console", "journald"] = "auto"
+    """auto: journald's native protocol when stderr is the journal stream systemd connected (JOURNAL_STREAM),
+    console on a terminal, JSON otherwise; json, console or journald force one. journald entries carry
+    PRIORITY (from the level), SYSLOG_IDENTIFIER=regwarden, REGWARDEN_EVENT and REGWARDEN_<KEY> for each
+    bound key, so `journalctl -u regwarden -p warning` and `-o json` work."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level logged."""
     host: str = ""

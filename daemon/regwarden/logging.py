@@ -1,4 +1,5 @@
-"""The one place logging is configured: structlog to stderr, JSON or console, secrets redacted.
+"""The one place logging is configured: structlog to stderr (JSON or console) or natively to journald,
+secrets redacted.
 
 Log events are snake_case facts (`credential_applied`) with bound context; stdlib logging from
 libraries (apscheduler, urllib3, docker) is routed through the same processors.
@@ -13,6 +14,7 @@ from typing import Any, Literal
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from .journald import SOCKET, JournalHandler, stream_is_journal
 from .redact import scrub
 
 __all__ = ["configure_logging", "redact_processor"]
@@ -31,11 +33,13 @@ def _scrub_exception(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
     return event_dict
 
 
-def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: str = "info",
-                      stream: Any = None) -> None:
-    """Configure structlog and stdlib logging. `auto`: console on a TTY, JSON otherwise."""
+def configure_logging(fmt: Literal["auto", "json", "console", "journald"] = "auto", level: str = "info",
+                      stream: Any = None, journal_socket: str = SOCKET) -> None:
+    """Configure structlog and stdlib logging. `auto`: journald when `stream` is the journal stream
+    systemd connected, else console on a TTY and JSON otherwise."""
     stream = stream or sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
+    if fmt == "auto":
+        fmt = "journald" if stream_is_journal(stream) else "console" if stream.isatty() else "json"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -43,9 +47,10 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         structlog.stdlib.ExtraAdder(),
         redact_processor,
     ]
-    renderer: Any = (structlog.processors.JSONRenderer() if use_json
-                     else structlog.dev.ConsoleRenderer(colors=stream.isatty()))
-    tail: list[Any] = [structlog.processors.format_exc_info, _scrub_exception] if use_json else []
+    # journald: the handler turns the JSON event dict into journal fields (journald.journal_fields)
+    renderer: Any = (structlog.dev.ConsoleRenderer(colors=stream.isatty()) if fmt == "console"
+                     else structlog.processors.JSONRenderer())
+    tail: list[Any] = [] if fmt == "console" else [structlog.processors.format_exc_info, _scrub_exception]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -56,7 +61,8 @@ def configure_logging(fmt: Literal["auto", "json", "console"] = "auto", level: s
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail, renderer],
     )
-    handler = logging.StreamHandler(stream)
+    handler: logging.Handler = (JournalHandler(journal_socket, fallback=stream) if fmt == "journald"
+                                else logging.StreamHandler(stream))
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

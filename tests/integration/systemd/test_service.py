@@ -252,13 +252,13 @@ def test_journald_gets_structured_fields_and_priorities(service: Site) -> None:
     _start(service)
     service.write_config(service.config.replace('watch_interval = "2s"', 'watch_interval = "2 fortnights"'))
     service.host.systemctl("reload", UNIT, check=False)
-    entries = service.host.journal("-u", UNIT)
+    entries = service.host.journal("-u", UNIT, f"_PID={service.main_pid()}")  # this test's daemon
     ours = [e for e in entries if e.get("SYSLOG_IDENTIFIER") == "regwarden"]
     started = next(e for e in ours if e.get("REGWARDEN_EVENT") == "daemon_started")
     assert started["PRIORITY"] == "6" and started.get("REGWARDEN_VERSION")
     failed = next(e for e in ours if e.get("REGWARDEN_EVENT") == "config_reload_failed")
     assert failed["PRIORITY"] == "3" and "watch_interval" in failed["MESSAGE"]
-    warnings = service.host.journal("-u", UNIT, "-p", "warning")
+    warnings = service.host.journal("-u", UNIT, "-p", "warning", f"_PID={service.main_pid()}")
     events = {e.get("REGWARDEN_EVENT") for e in warnings}
     assert "config_reload_failed" in events and "daemon_started" not in events
 
