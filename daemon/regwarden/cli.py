@@ -86,6 +86,7 @@ LAZY_HELP: dict[str, str] = {
     "rotate": "Ask the running daemon to rotate a credential now.",
     "demo": "Run a self-contained sandbox and watch regwarden work.",
     "example": "Print the shipped example config, systemd unit or Vault policy.",
+    "doctor": "Check what the service needs before `systemctl start`.",
 }
 
 # name -> "module:attribute"; each domain adds its command here
@@ -96,6 +97,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "rotate": "regwarden.rotation.cli:rotate",
     "demo": "regwarden.demo.cli:demo",
     "example": "regwarden.shipped:example_command",
+    "doctor": "regwarden.doctor:doctor_command",
 }
 
 

@@ -173,6 +173,16 @@ class VaultClient:
     def close(self) -> None:
         self._hvac.adapter.close()
 
+    def capabilities_self(self, paths: list[str]) -> dict[str, list[str]]:
+        """What the token's policies allow on each of `paths` (`sys/capabilities-self`)."""
+        def ask(c: Any) -> dict[str, list[str]]:
+            resp = c.adapter.post("/v1/sys/capabilities-self", json={"paths": paths})
+            body = resp.get("data", resp) if isinstance(resp, dict) else {}
+            if len(paths) == 1 and paths[0] not in body and isinstance(body.get("capabilities"), list):
+                body = {paths[0]: body["capabilities"]}
+            return {path: [str(cap) for cap in body.get(path, [])] for path in paths}
+        return self._call("capabilities", "sys/capabilities-self", ask)
+
     # ------------------------------------------------------------------ KV v2
 
     def read_metadata(self, mount: str, path: str) -> KvMetadata:

@@ -39,6 +39,7 @@ class Site:
     notify_port: int
     notify_token: str
     registry: RegistryServer
+    openbao: OpenBaoDev
 
     def write_config(self, text: str) -> None:
         self.host.write(CONFIG, text, 0o640)
@@ -120,7 +121,7 @@ def site(systemd_host: SystemdHost, openbao: OpenBaoDev, registry: RegistryServe
     systemd_host.run(["install", "-d", "-m", "0700", "/root/.docker"])
     systemd_host.run(["install", "-d", "-m", "0755", "/etc/docker/certs.d"])
     site = Site(systemd_host, _config(openbao, registry, listen, notify_port), listen, notify_port, notify_token,
-                registry)
+                registry, openbao)
     site.write_config(site.config)
     return site
 
@@ -293,3 +294,32 @@ def test_the_hardened_unit_scores_at_most_1_5(service: Site) -> None:
         assert match, out[-1500:]
         scores[unit] = float(match.group(1))
     assert scores[UNIT] <= 1.5 and scores[UNIT] < min(scores["docker.service"], scores["ssh.service"]), scores
+
+
+def test_doctor_passes_on_the_installed_host_and_names_each_problem(service: Site) -> None:
+    """`regwarden doctor` on the configured host (real unit, Docker socket, Vault) finds nothing; with a
+    token whose policy cannot read the credential's metadata and a client config outside ReadWritePaths,
+    it names exactly those two and exits 1."""
+    doctor = ["/opt/regwarden/bin/regwarden", "doctor", "--json", "-c"]
+    good = service.host.run([*doctor, CONFIG], check=False)
+    report = json.loads(good.stdout)
+    assert good.returncode == 0 and report["ok"], good.stdout
+    assert {"docker", "vault", f"vault policy secret/metadata/{VAULT_PATH}"} <= {c["check"] for c in report["checks"]}
+
+    root = service.openbao.client()
+    policy = POLICY.replace("secret/metadata/regwarden/*", "secret/metadata/regwarden/elsewhere/*")
+    root.sys.create_or_update_policy("regwarden-data-only", policy)
+    token = root.auth.token.create(policies=["regwarden-data-only"], no_default_policy=True,
+                                   ttl="10m")["auth"]["client_token"]
+    service.host.write("/etc/regwarden/vault-token-data-only", token + "\n")
+    service.host.run(["install", "-d", "-m", "0700", "/home/ci/.docker"])
+    bad = (service.config.replace("/etc/regwarden/vault-token", "/etc/regwarden/vault-token-data-only")
+           .replace('client_configs = ["/root/.docker/config.json"]',
+                    'client_configs = ["/root/.docker/config.json", "/home/ci/.docker/config.json"]'))
+    service.host.write("/etc/regwarden/doctor-bad.toml", bad, 0o640)
+    result = service.host.run([*doctor, "/etc/regwarden/doctor-bad.toml"], check=False)
+    problems = {c["check"]: c for c in json.loads(result.stdout)["checks"] if not c["ok"]}
+    assert result.returncode == 1
+    assert set(problems) == {f"vault policy secret/metadata/{VAULT_PATH}", "sandbox docker.client_configs[1]"}, problems
+    assert "lacks read" in problems[f"vault policy secret/metadata/{VAULT_PATH}"]["detail"]
+    assert token not in result.stdout + result.stderr
