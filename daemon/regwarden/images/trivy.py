@@ -40,14 +40,16 @@ def parse_report(text: bytes, where: str) -> list[Finding]:
     if doc.get("SchemaVersion") != 2:
         raise ImageCheckError(f"{where}: unsupported Trivy SchemaVersion {str(doc.get('SchemaVersion'))[:20]}"
                               " (expected 2)")
-    results = doc.get("Results") or []
+    results = doc.get("Results")
+    results = [] if results is None else results
     if not isinstance(results, list):
         raise ImageCheckError(f"{where}: Results is not a list")
     findings = []
     for r, result in enumerate(results):
         if not isinstance(result, dict):
             raise ImageCheckError(f"{where}: Results[{r}] is not an object")
-        vulns = result.get("Vulnerabilities") or []
+        vulns = result.get("Vulnerabilities")
+        vulns = [] if vulns is None else vulns
         if not isinstance(vulns, list):
             raise ImageCheckError(f"{where}: Results[{r}].Vulnerabilities is not a list")
         for v, vuln in enumerate(vulns):
