@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS image_checks (
 _REGISTRY_ATTEMPTS = 3
 _RETRY_AFTER = 30.0
 _TOP_FINDINGS = 10
+_recovered: set[Path] = set()  # state stores whose interrupted checks this process has re-queued
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,9 @@ class ImageChecks:
                     raise ImageCheckError(f"public_key_file {rule.public_key_file}: {exc.strerror}") from None
                 self._keys[rule.public_key_file] = signature.load_public_key(pem, str(rule.public_key_file))
         ctx.state.ensure_schema("image_checks", _DDL)
-        ctx.state.execute("UPDATE image_checks SET state='pending' WHERE state='running'")  # interrupted: again
+        if ctx.state.path not in _recovered:  # interrupted by a crash: again (not at a reload: a check may run)
+            ctx.state.execute("UPDATE image_checks SET state='pending' WHERE state='running'")
+            _recovered.add(ctx.state.path)
         ctx.bus.subscribe(self.name, self.handle, self.handle_batch)
         self._stop.clear()
         workers: list[Check] = ["signature"] if cfg.signatures else []
@@ -291,6 +294,11 @@ class ImageChecks:
         else:
             verdict, retry = self._scan(cfg, job)
             attempts = cfg.image_checks.scanner.attempts if cfg.image_checks.scanner else 1
+        if verdict.verdict == "cancelled":  # stopped mid-scan: the next start runs it again, not counted
+            self._ctx.state.execute(
+                "UPDATE image_checks SET state='pending', attempts=attempts-1 WHERE check_name=? AND registry=? AND"
+                " repository=? AND digest=?", (job.check, job.registry, job.repository, job.digest))
+            return
         if retry and job.attempts < attempts and not self._stop.is_set():
             bound.warning("image_check_retry", attempt=job.attempts, error=verdict.reason)
             self._ctx.state.execute(
@@ -333,9 +341,11 @@ class ImageChecks:
                                              "repository": job.repository, "digest": job.digest})
         try:
             report = run_scanner(argv, timeout=scanner.timeout.total_seconds(),
-                                 max_output_bytes=scanner.max_output_bytes)
+                                 max_output_bytes=scanner.max_output_bytes, cancel=self._stop)
             return scan_verdict(report, f"scan of {image}", scanner.severity_threshold), False
         except ImageCheckError as exc:
+            if exc.reason == "cancelled":
+                return Verdict("cancelled", str(exc)), True
             self._error("scan", exc.reason if exc.reason != "bad_input" else "bad_report")
             return Verdict("failed", str(exc)), True
 

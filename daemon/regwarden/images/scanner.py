@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 
@@ -35,8 +36,10 @@ def command_for(template: Sequence[str], values: Mapping[str, str]) -> list[str]
     return out
 
 
-def run_scanner(argv: Sequence[str], *, timeout: float, max_output_bytes: int) -> bytes:
-    """The scanner's stdout; ImageCheckError when it fails, hangs past `timeout` or prints too much."""
+def run_scanner(argv: Sequence[str], *, timeout: float, max_output_bytes: int,
+                cancel: threading.Event | None = None) -> bytes:
+    """The scanner's stdout; ImageCheckError when it fails, hangs past `timeout` or prints too much.
+    When `cancel` is set (the daemon stops) the scanner is killed: reason "cancelled"."""
     name = os.path.basename(argv[0])
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
@@ -47,6 +50,9 @@ def run_scanner(argv: Sequence[str], *, timeout: float, max_output_bytes: int) -
                                   reason="not_startable") from None
         deadline = time.monotonic() + timeout
         while process.poll() is None:
+            if cancel is not None and cancel.is_set():
+                _kill_group(process)
+                raise ImageCheckError(f"scanner {name} was stopped with the daemon", reason="cancelled")
             if time.monotonic() >= deadline:
                 _kill_group(process)
                 raise ImageCheckError(f"scanner {name} did not finish within {timeout:g}s and was killed",

@@ -68,3 +68,14 @@ def test_placeholders_are_replaced_in_every_argument() -> None:
     assert command_for(["trivy", "image", "{image}", "--label={repository}"],
                        {"image": "r:5000/a@sha256:1", "repository": "a", "digest": "sha256:1"}) == \
         ["trivy", "image", "r:5000/a@sha256:1", "--label=a"]
+
+
+def test_a_scan_is_killed_when_the_daemon_stops() -> None:
+    """A set cancel event kills the scanner at once: reason cancelled (the check is queued again)."""
+    import threading
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(ImageCheckError, match="stopped with the daemon") as caught:
+        run_scanner(python("import time; time.sleep(3600)"), timeout=600, max_output_bytes=1024, cancel=cancel)
+    assert caught.value.reason == "cancelled"
