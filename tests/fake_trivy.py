@@ -4,7 +4,8 @@
 `fake_trivy.py RUNS_DIR REPOSITORY DIGEST` prints a report in Trivy's published JSON schema
 (SchemaVersion 2) and appends a line to RUNS_DIR/runs. What it does depends on the repository's first
 path segment: `vuln` one CRITICAL and one LOW finding; `hang` sleeps; `fail` exits 3; `garbage` prints
-non-JSON; `flood` prints without end; anything else a clean report.
+non-JSON; `flood` prints without end; `stopped` hangs on its first run for an image and reports like
+`vuln` on the next; anything else a clean report.
 """
 
 import json
@@ -14,7 +15,13 @@ import time
 runs, repository, digest = sys.argv[1], sys.argv[2], sys.argv[3]
 with open(f"{runs}/runs", "a") as log:
     log.write(f"{repository}@{digest}\n")
+with open(f"{runs}/runs") as log:
+    earlier = log.read().splitlines().count(f"{repository}@{digest}") - 1
 kind = repository.split("/", 1)[0]
+if kind == "stopped":
+    if not earlier:
+        time.sleep(3600)
+    kind = "vuln"
 if kind == "hang":
     time.sleep(3600)
 if kind == "fail":

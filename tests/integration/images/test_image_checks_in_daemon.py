@@ -117,8 +117,8 @@ public_key_file = "{tmp_path / 'cosign.pub'}"
 
 [image_checks.scanner]
 command = ["{sys.executable}", "{FAKE_TRIVY}", "{tmp_path / 'runs'}", "{{repository}}", "{{digest}}"]
-repositories = ["vuln/*", "clean/*", "hang/*", "fail/*", "garbage/*"]
-timeout = "3s"
+repositories = ["vuln/*", "clean/*", "hang/*", "fail/*", "garbage/*", "stopped/*"]
+timeout = "20s"
 concurrency = 2
 attempts = 1
 severity_threshold = "HIGH"
@@ -215,7 +215,25 @@ def test_a_critical_finding_is_one_alert_and_survives_a_restart_scanned_once(rig
     assert len([x for x in records(r.audit, "image.scan") if x["target"]["repository"] == "vuln/app"]) == 1
 
 
-@pytest.mark.parametrize(("repository", "reason"), [("hang/app", "did not finish within 3s"),
+def test_a_scan_interrupted_by_a_stop_runs_again_after_the_start(rig: Callable[[], Rig]) -> None:
+    """A stop in the middle of a scan kills it and keeps it queued: after the start it runs again and
+    gives one image.scan record and one alert."""
+    r = rig()
+    digest = r.push("stopped/app")
+    runs = r.workdir / "runs" / "runs"
+    wait_for("the first scan to start", lambda: runs.exists() and f"stopped/app@{digest}" in runs.read_text())
+    stop_daemon(r.process)
+    assert records(r.audit, "image.scan") == []
+    r = rig()
+    record = r.verdict("image.scan", "stopped/app")
+    assert record["detail"]["verdict"] == "vulnerable"
+    wait_for("ImageVulnerable", lambda: firing(r.log, "ImageVulnerable", digest))
+    time.sleep(2)
+    assert len(firing(r.log, "ImageVulnerable", digest)) == 1
+    assert len(records(r.audit, "image.scan")) == 1
+
+
+@pytest.mark.parametrize(("repository", "reason"), [("hang/app", "did not finish within 20s"),
                                                     ("fail/app", "exited with status 3: FATAL"),
                                                     ("garbage/app", "not JSON")])
 def test_a_bad_scanner_is_a_clear_failure(rig: Callable[[], Rig], repository: str, reason: str) -> None:
