@@ -17,6 +17,7 @@ import pytest
 from tests.cosign_support import CosignKey, payload_for, push_signature, signature_manifest
 from tests.integration.harness import (
     DockerEngine,
+    OpenBaoDev,
     RegistryServer,
     daemon_table,
     free_port,
@@ -70,11 +71,11 @@ class Rig:
     key: CosignKey
     process: Any
 
-    def push(self, repository: str, tag: str = "1") -> str:
+    def push(self, repository: str, tag: str = "1", auth: dict[str, str] | None = None) -> str:
         """Push tiny:1 as REPOSITORY:TAG through the engine; returns the manifest digest."""
         client = self.engine.client()
         try:
-            push_image(client, self.registry.host_port, repository, tag)
+            push_image(client, self.registry.host_port, repository, tag, auth=auth)
         finally:
             client.close()
         return wait_for(f"the push of {repository}", lambda: next(
@@ -87,12 +88,39 @@ class Rig:
         return record
 
 
+def credential_tables(tmp_path: Path, openbao: OpenBaoDev, registry: RegistryServer) -> str:
+    """[vault], [docker] and [[credentials]] for a credential "pusher" kept in OpenBao (the registry's user)."""
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path="regwarden/pusher", secret={"username": registry.username, "password": registry.password})
+    token_file = secret_file(tmp_path / "vault-token", openbao.token)
+    client_config = tmp_path / "docker" / "config.json"
+    client_config.parent.mkdir()
+    return f"""
+[vault]
+address = "{openbao.address}"
+auth = {{ method = "token", token_file = "{token_file}" }}
+
+[docker]
+host = "unix:///nonexistent/docker.sock"
+client_configs = ["{client_config}"]
+
+[[credentials]]
+name = "pusher"
+vault_path = "secret/regwarden/pusher"
+watch_interval = "1s"
+"""
+
+
 @pytest.fixture
-def rig(tmp_path: Path, registry_factory: Callable[..., RegistryServer], dockerd: DockerEngine,
-        tiny_image: str) -> Iterator[Callable[[], Any]]:
+def rig(request: pytest.FixtureRequest, tmp_path: Path, registry_factory: Callable[..., RegistryServer],
+        dockerd: DockerEngine, tiny_image: str) -> Iterator[Callable[[], Any]]:
+    """Start (again) a daemon on a registry whose notifications reach it; parametrized with "auth" the
+    registry wants a login, and the daemon reads it with a credential from OpenBao."""
+    auth = getattr(request, "param", {}).get("auth", False)
     notify = free_port()
-    registry = registry_factory(auth=False, notifications_url=f"http://127.0.0.1:{notify}/v1/registry-events",
+    registry = registry_factory(auth=auth, notifications_url=f"http://127.0.0.1:{notify}/v1/registry-events",
                                 notifications_token=TOKEN)
+    credentials = credential_tables(tmp_path, request.getfixturevalue("openbao"), registry) if auth else ""
     key = CosignKey.generate()
     (tmp_path / "cosign.pub").write_bytes(key.public_pem)
     (tmp_path / "runs").mkdir()
@@ -100,10 +128,12 @@ def rig(tmp_path: Path, registry_factory: Callable[..., RegistryServer], dockerd
     audit = tmp_path / "audit.jsonl"
     config = tmp_path / "config.toml"
     config.write_text(daemon_table(tmp_path, free_port(), audit_log=audit) + f"""
+{credentials}
 [[registries]]
 name = "local"
 url = "{registry.url}"
 probe_interval = "1h"
+{'credential = "pusher"' if auth else ''}
 
 [sources.registry_notifications]
 listen = "127.0.0.1:{notify}"
@@ -157,6 +187,19 @@ def test_a_signed_push_passes(rig: Callable[[], Rig]) -> None:
         ("success", "verified", digest)
     time.sleep(2)  # group_wait: an alert would have been sent by now
     assert not firing(r.log, "ImageUnsigned", digest) and not firing(r.log, "ImageSignatureInvalid", digest)
+
+
+@pytest.mark.parametrize("rig", [{"auth": True}], indirect=True)
+def test_a_registry_that_wants_a_login_is_read_with_the_configured_credential(rig: Callable[[], Rig]) -> None:
+    """With a registry that refuses anonymous reads, the signature is found and verified with the
+    registry's credential from Vault."""
+    r = rig()
+    login = r.registry.auth_config
+    digest = r.push("prod/private", auth=login)
+    push_signature(r.registry.url, "prod/private", digest, r.key, auth=(login["username"], login["password"]))
+    record = r.verdict("image.signature", "prod/private")
+    assert (record["detail"]["verdict"], record["detail"]["reason"][:20]) == ("verified", "signature verified (")
+    assert r.registry.password not in r.log.read_text() + r.audit.read_text()
 
 
 def test_an_unsigned_push_to_a_protected_repository_alerts(rig: Callable[[], Rig]) -> None:
