@@ -168,6 +168,7 @@ class _Job:
 
 class ImageChecks:
     name = "image-checks"
+    bus_consumer = True  # stopped after the bus is drained: a push accepted before a stop is still queued
 
     def __init__(self, credential_lookup: CredentialLookup | None = None, poll_interval: float = 1.0) -> None:
         self._lookup = credential_lookup
