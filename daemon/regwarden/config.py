@@ -43,9 +43,12 @@ __all__ = [
     "DetectorsConfig",
     "DockerConfig",
     "HtpasswdProvider",
+    "ImageChecksConfig",
     "PkiProvider",
     "RegistryConfig",
     "RegistryLogSource",
+    "ScannerConfig",
+    "SignatureRule",
     "SinkConfig",
     "TokenAuth",
     "VaultConfig",
@@ -525,6 +528,50 @@ class AlertsConfig(_Model):
         return value
 
 
+# --------------------------------------------------------------------------- [image_checks]
+
+
+class SignatureRule(_Model):
+    repositories: Annotated[list[str], Field(min_length=1)]
+    """Repository globs this rule covers (e.g. "prod/*"); the first rule that matches a pushed repository applies."""
+    registry: str | None = None
+    """The [[registries]] entry the rule is limited to; absent: every registry."""
+    require_signature: bool = True
+    """A push without a cosign signature is an alert (ImageUnsigned): the repositories are protected."""
+    public_key_file: Path | None = None
+    """PEM public key (ECDSA P-256, as `cosign generate-key-pair` writes cosign.pub) every signature must verify
+    against; absent: only the presence of a signature is checked."""
+
+
+class ScannerConfig(_Model):
+    command: Annotated[list[str], Field(min_length=1)]
+    """The scanner and its arguments; it must print a Trivy JSON report on stdout. "{image}"
+    (REGISTRY/REPOSITORY@DIGEST), "{registry}", "{repository}" and "{digest}" in an argument are replaced."""
+    repositories: list[str] = Field(default_factory=lambda: ["*"])
+    """Repository globs whose pushes are scanned."""
+    timeout: Duration = timedelta(minutes=5)
+    """A scan running longer is killed (its whole process group) and counted as failed."""
+    concurrency: int = Field(default=1, ge=1, le=16)
+    """Scans that run at the same time; the others wait in the queue (kept in the state store)."""
+    severity_threshold: Literal["LOW", "MEDIUM", "HIGH", "CRITICAL"] = "CRITICAL"
+    """Findings at or above this Trivy severity raise ImageVulnerable."""
+    max_output_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """A scanner printing more than this is killed and the scan counted as failed."""
+    attempts: int = Field(default=3, ge=1, le=10)
+    """Tries of a failing scan (exit status, timeout, unreadable report) before it is reported as failed."""
+
+
+class ImageChecksConfig(_Model):
+    signatures: list[SignatureRule] = Field(default_factory=list)
+    """Signature rules by repository pattern, one table each ([[image_checks.signatures]])."""
+    signature_wait: Duration = timedelta(seconds=30)
+    """How long after a push its signature may arrive (signing tools push the image first) before it is checked."""
+    scanner: ScannerConfig | None = None
+    """The vulnerability scanner run for each pushed manifest; absent: no scans."""
+    registry_timeout: Duration = timedelta(seconds=10)
+    """Deadline of each registry request the checks make."""
+
+
 # --------------------------------------------------------------------------- [[sinks]]
 
 
@@ -586,6 +633,8 @@ class Config(_Model):
     """Detection rules over audit events and probe results."""
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     """Alert grouping, repetition and delivery retries."""
+    image_checks: ImageChecksConfig = Field(default_factory=ImageChecksConfig)
+    """Checks of pushed images (from registry notifications): cosign signatures and a vulnerability scanner."""
     sinks: list[SinkConfig] = Field(default_factory=list)
     """Where notifications go."""
 
@@ -619,6 +668,9 @@ def _reference_problems(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], st
     for index, src in enumerate(cfg.sources.registry_logs):
         if src.registry not in registries:
             yield ("sources", "registry_logs", index, "registry"), f"undefined registry {src.registry!r}"
+    for index, rule in enumerate(cfg.image_checks.signatures):
+        if rule.registry is not None and rule.registry not in registries:
+            yield ("image_checks", "signatures", index, "registry"), f"undefined registry {rule.registry!r}"
     for index, name in enumerate(cfg.detectors.pull_registries):
         if name not in registries:
             yield ("detectors", "pull_registries", index), f"undefined registry {name!r}"
@@ -785,7 +837,7 @@ SECRET_FIELDS = frozenset(
     {"token_file", "secret_id_file", "key_file", "tls_key_file", "webhook_url_file", "secret_file",
      "bot_token_file", "password_file", "url_file", "basic_auth_password_file", "bearer_token_file"}
 )
-PLAIN_FIELDS = frozenset({"role_id_file", "ca_cert", "cert_file", "tls_cert_file"})
+PLAIN_FIELDS = frozenset({"role_id_file", "ca_cert", "cert_file", "tls_cert_file", "public_key_file"})
 
 
 def check_host(cfg: Config, file: str = "<config>", text: str | None = None) -> list[ConfigProblem]:
@@ -823,6 +875,9 @@ def check_host(cfg: Config, file: str = "<config>", text: str | None = None) -> 
             problem(("credentials", index, "command", "path"), f"{cred.command.path} is not an executable file")
         if cred.htpasswd is not None and not cred.htpasswd.file.parent.is_dir():
             problem(("credentials", index, "htpasswd", "file"), f"directory {cred.htpasswd.file.parent} does not exist")
+    scanner = cfg.image_checks.scanner
+    if scanner is not None and not os.access(scanner.command[0], os.X_OK):
+        problem(("image_checks", "scanner", "command"), f"{scanner.command[0]} is not an executable file")
     for index, src in enumerate(cfg.sources.registry_logs):
         if not src.path.parent.is_dir():
             problem(("sources", "registry_logs", index, "path"), f"directory {src.path.parent} does not exist")

@@ -15,6 +15,7 @@ __all__ = [
     "ConfigProblem",
     "CredentialError",
     "DockerError",
+    "ImageCheckError",
     "ProviderError",
     "RegistryError",
     "RegwardenError",
@@ -83,6 +84,16 @@ class CredentialError(RegwardenError):
 
 class ProviderError(CredentialError):
     """A credential provider failed to create or revoke a credential."""
+
+
+class ImageCheckError(RegwardenError):
+    """A pushed image could not be checked: a registry answer, signature or scanner report is not what it claims.
+
+    `reason` is the metric label (timeout, exit_status, output_too_large, not_startable, bad_report, bad_signature)."""
+
+    def __init__(self, message: str, *, reason: str = "bad_input") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class AuditError(RegwardenError):

@@ -122,6 +122,16 @@ class Metrics:
             "regwarden_engine_registry_config_changes_total", "Changes of the engine's registry config seen.",
             registry=r)
 
+        # -- image checks
+        self.image_checks = Counter("regwarden_image_checks_total", "Checks of pushed images, by check and verdict.",
+                                    ["check", "verdict"], registry=r)
+        self.image_check_errors = Counter(
+            "regwarden_image_check_errors_total",
+            "Image checks that met bad input (registry answer, signature manifest, scanner), by check and reason.",
+            ["check", "reason"], registry=r)
+        self.image_check_queue = Gauge("regwarden_image_check_queue", "Image checks waiting in the queue.", ["check"],
+                                       registry=r)
+
         # -- alerting
         self.alerts_active = Gauge("regwarden_alerts_active", "Alerts currently firing.", ["severity"], registry=r)
         self.notifications = Counter("regwarden_notifications_total", "Notification attempts by sink and outcome.",

@@ -15,7 +15,14 @@ ProtectedTagOverwritten   a push pointing a `protected_tags` tag (globs over `re
 PullFromUnlistedRegistry  the engine pulled from a registry host not in `pull_registries` (names of
                           [[registries]] or host:port; empty: rule off); labels registry, repository.
 AuditGap                  an `audit.gap` record: a source may have lost events; label source.
-The four event-style alerts resolve `event_alert_hold` after their last occurrence.
+ImageUnsigned             an `image.signature` record with verdict unsigned (a push to a protected repository
+                          without a cosign signature); labels registry, repository, digest.
+ImageSignatureInvalid     an `image.signature` record with verdict invalid (tampered, signs another
+                          manifest, not verifiable with the configured key); labels registry, repository, digest.
+ImageVulnerable           an `image.scan` record with verdict vulnerable; labels registry, repository, digest.
+ImageScanFailed           an `image.scan` record with verdict failed (scanner hung, failed or printed
+                          garbage); labels registry, repository, digest.
+The event-style alerts resolve `event_alert_hold` after their last occurrence.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ __all__ = [
     "AuditDetectors",
     "AuditGap",
     "AuthFailureBurst",
+    "ImageCheckAlert",
     "InMemoryTagMemory",
     "ProtectedTagOverwritten",
     "PullFromUnlistedRegistry",
@@ -49,6 +57,7 @@ __all__ = [
     "UnexpectedPushActor",
     "allowed_pull_hosts",
     "build_rules",
+    "image_check_rules",
     "ip_of",
 ]
 
@@ -323,6 +332,49 @@ class AuditGap:
         return self._held.tick(now)
 
 
+class ImageCheckAlert:
+    """An image check's audit record (kind `kind`) whose verdict is `verdict`: the check's reason is the
+    alert's description."""
+
+    def __init__(self, alertname: str, kind: str, verdict: str, severity: Severity, summary: str,
+                 hold: timedelta) -> None:
+        self.alertname = alertname
+        self.kinds = frozenset({kind})
+        self._verdict = verdict
+        self._severity: Severity = severity
+        self._summary = summary
+        self._held = _Held(hold)
+
+    def observe(self, event: Event) -> list[Signal]:
+        if event.kind not in self.kinds or event.detail.get("verdict") != self._verdict:
+            return []
+        target = event.target
+        image = f"{target.registry or ''}/{target.repository or ''}@{target.digest or ''}"
+        return [self._held.fire(
+            {"alertname": self.alertname, "registry": target.registry or "", "repository": target.repository or "",
+             "digest": target.digest or ""}, event.observed, self._severity,
+            {"summary": f"{self._summary}: {image}" + (f" (tag {target.tag})" if target.tag else ""),
+             "description": str(event.detail.get("reason") or self._summary)})]
+
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        self._held.restore(labels, seen)
+
+    def tick(self, now: datetime) -> list[Signal]:
+        return self._held.tick(now)
+
+
+def image_check_rules(hold: timedelta) -> list[Rule]:
+    return [
+        ImageCheckAlert("ImageUnsigned", "image.signature", "unsigned", "critical",
+                        "Unsigned push to a protected repository", hold),
+        ImageCheckAlert("ImageSignatureInvalid", "image.signature", "invalid", "critical",
+                        "Image signature does not verify", hold),
+        ImageCheckAlert("ImageVulnerable", "image.scan", "vulnerable", "critical",
+                        "Pushed image has vulnerabilities at or above the threshold", hold),
+        ImageCheckAlert("ImageScanFailed", "image.scan", "failed", "warning", "Vulnerability scan failed", hold),
+    ]
+
+
 # --------------------------------------------------------------------------- wiring
 
 
@@ -345,6 +397,7 @@ def build_rules(cfg: Config, memory: TagMemory) -> list[Rule]:
         ProtectedTagOverwritten(d.protected_tags, memory, hold),
         PullFromUnlistedRegistry(allowed_pull_hosts(cfg), hold),
         AuditGap(hold),
+        *image_check_rules(hold),
     ]
 
 
