@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -229,9 +230,24 @@ class CertAuth(_Model):
     """Path the cert auth method is mounted at."""
 
 
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
+def _distinct(values: list[str]) -> list[str]:
+    if not values:
+        raise ValueError("needs at least one address")
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ValueError(f"address {seen[0]!r} is listed twice")
+    return values
+
+
 class VaultConfig(_Model):
-    address: HttpUrl
-    """Vault (or OpenBao) URL."""
+    address: Annotated[list[HttpUrl], BeforeValidator(_one_or_many), AfterValidator(_distinct)]
+    """Vault (or OpenBao) URL, or a list of the node URLs of an HA cluster. With several, requests go to
+    the node that answered last and fail over to the next on a connection error, timeout, 5xx, sealed
+    or standby-without-leader answer; a failed node is skipped with its own back-off (1s up to retry_max)."""
     ca_cert: Path | None = None
     """CA bundle that signed Vault's server certificate; TLS verification is always on."""
     namespace: str | None = None

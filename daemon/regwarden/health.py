@@ -85,12 +85,21 @@ class DependencyChecker:
         if cfg.vault is not None:
             verify: bool | str = str(cfg.vault.ca_cert) if cfg.vault.ca_cert else True
             # 429/473/501/503 from sys/health still mean "Vault answered"; standby and sealed are reported
-            self._record(ctx, "vault", "vault", lambda: _http_ok(
-                self._http, f"{cfg.vault.address}/v1/sys/health?standbyok=true" if cfg.vault else "", timeout, verify,
-                ok=lambda s: s in (200, 429)))
+            self._record(ctx, "vault", "vault", lambda: self._any_vault_node(
+                cfg.vault.address if cfg.vault else [], timeout, verify))
         if "docker" in self._targets(ctx):
             host = cfg.docker.host if cfg.docker else "unix:///var/run/docker.sock"
             self._record(ctx, "docker", "docker", lambda: self._docker_ping(host, timeout))
+
+    def _any_vault_node(self, addresses: list[str], timeout: float, verify: bool | str) -> str | None:
+        """None when some node of the cluster answers as active or standby, else the last node's error."""
+        error: str | None = "no address"
+        for address in addresses:
+            error = _http_ok(self._http, f"{address}/v1/sys/health?standbyok=true", timeout, verify,
+                             ok=lambda s: s in (200, 429))
+            if error is None:
+                return None
+        return error if len(addresses) == 1 else f"no node answered ({error} from {addresses[-1]})"
 
     def _docker_ping(self, host: str, timeout: float) -> str | None:
         import docker

@@ -63,6 +63,10 @@ class Metrics:
                                         "Unix time the Vault token expires.", registry=r)
         self.vault_requests = Counter("regwarden_vault_requests_total", "Requests sent to Vault.",
                                       ["operation", "outcome"], registry=r)
+        self.vault_node_failures = Counter(
+            "regwarden_vault_node_failures_total",
+            "Requests a Vault node failed (unreachable, sealed, 5xx, 429); the client moved on or backed off.",
+            ["node"], registry=r)
         self.credential_version = Gauge("regwarden_credential_applied_version",
                                         "KV version applied to the Docker targets.", ["credential"], registry=r)
         self.credential_applied_time = Gauge("regwarden_credential_applied_timestamp_seconds",

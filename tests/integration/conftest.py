@@ -19,6 +19,7 @@ from tests.integration.harness import (
     Alertmanager,
     DockerEngine,
     NetnsHost,
+    OpenBaoCluster,
     OpenBaoDev,
     OpenBaoRaft,
     RegistryServer,
@@ -41,6 +42,32 @@ def openbao_raft_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     """Make persistent (raft) OpenBao servers that survive `.stop()` / `.start()`."""
     with contextlib.ExitStack() as stack:
         yield lambda: stack.enter_context(running(OpenBaoRaft(tmp_path_factory.mktemp("openbao-raft"))))
+
+
+@pytest.fixture(scope="session")
+def openbao_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoCluster]:
+    """A 3-node OpenBao raft cluster (KV v2 at secret/), shared by the session.
+
+    Tests that fault a node bring it back before they end (`restart`, `unseal`, `resume`) and leave
+    the cluster healthy; the `healthy_cluster` fixture checks that around each of them.
+    """
+    with running(OpenBaoCluster(tmp_path_factory.mktemp("openbao-cluster"))) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def healthy_cluster(openbao_cluster: OpenBaoCluster) -> Iterator[OpenBaoCluster]:
+    """The session's cluster, every node back up and unsealed after the test whatever it did."""
+    openbao_cluster.wait_healthy()
+    yield openbao_cluster
+    for index in range(len(openbao_cluster.processes)):
+        if index in openbao_cluster.paused:
+            openbao_cluster.resume(index)
+        if not openbao_cluster.processes[index].running:
+            openbao_cluster.restart(index)
+        elif openbao_cluster.health(index) == 503:
+            openbao_cluster.unseal(index)
+    openbao_cluster.wait_healthy()
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,7 @@ __all__ = [
     "DockerEngine",
     "ImageTransferError",
     "NetnsHost",
+    "OpenBaoCluster",
     "OpenBaoDev",
     "OpenBaoRaft",
     "Process",
@@ -277,30 +278,45 @@ class OpenBaoDev:
         self.process.stop()
 
 
+def _raft_node(workdir: Path, name: str, node_id: str, env: Mapping[str, str]) -> tuple[str, Process]:
+    """A `bao server` with raft storage in `workdir/raft` on two free loopback ports: (api address, process).
+
+    A restarted node finds its cluster from the membership kept in its raft data (no retry_join).
+    """
+    (workdir / "raft").mkdir(parents=True, exist_ok=True)
+    port, cluster_port = free_port(), free_port()
+    address = f"http://127.0.0.1:{port}"
+    config = workdir / "openbao.hcl"
+    config.write_text(
+        f'storage "raft" {{\n  path = "{workdir / "raft"}"\n  node_id = "{node_id}"\n  performance_multiplier = 1\n}}\n'
+        f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
+        f'  cluster_address = "127.0.0.1:{cluster_port}"\n  tls_disable = true\n}}\n'
+        f'api_addr = "{address}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
+    )
+    process = Process(
+        name, [binary("bao"), "server", f"-config={config}"], workdir / "openbao.log",
+        lambda: http_status(f"{address}/v1/sys/health") > 0,  # answers at all (sealed: 503)
+        env=env,
+    )
+    return address, process
+
+
+def _health(address: str) -> int:
+    """sys/health status: 200 active, 429 standby, 503 sealed, 501 not initialised; 0 when nothing answers."""
+    try:
+        return http_status(f"{address}/v1/sys/health")
+    except requests.RequestException:
+        return 0
+
+
 class OpenBaoRaft:
     """A persistent OpenBao (raft storage in `workdir`); `.stop()`/`.start()` keep data and re-unseal."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        (workdir / "raft").mkdir(parents=True, exist_ok=True)
-        port, cluster_port = free_port(), free_port()
-        self.address = f"http://127.0.0.1:{port}"
         self.token = ""
         self.unseal_key = ""
-        config = workdir / "openbao.hcl"
-        config.write_text(
-            f'storage "raft" {{\n  path = "{workdir / "raft"}"\n  node_id = "n1"\n  performance_multiplier = 1\n}}\n'
-            f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n'
-            f'  cluster_address = "127.0.0.1:{cluster_port}"\n  tls_disable = true\n}}\n'
-            f'api_addr = "{self.address}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
-        )
-        self.process = Process(
-            "openbao-raft",
-            [binary("bao"), "server", f"-config={config}"],
-            workdir / "openbao.log",
-            lambda: http_status(f"{self.address}/v1/sys/health") > 0,  # answers at all (sealed: 503)
-            env=_bao_env(workdir),
-        )
+        self.address, self.process = _raft_node(workdir, "openbao-raft", "n1", _bao_env(workdir))
 
     def client(self) -> Any:
         """An hvac.Client with the root token (none before the first start)."""
@@ -315,15 +331,151 @@ class OpenBaoRaft:
             self.unseal_key, self.token = result["keys"][0], result["root_token"]
         self.client().sys.submit_unseal_key(self.unseal_key)
         # 200 = active (leader elected); 429 standby, 503 sealed, 501 not initialised
-        wait_for("raft leadership", lambda: http_status(f"{self.address}/v1/sys/health") == 200, 30,
-                 self.process)
+        wait_for("raft leadership", lambda: _health(self.address) == 200, 30, self.process)
         if first:
-            self.client().sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
-        wait_for("KV v2 at secret/", lambda: bool(self.client().secrets.kv.v2.read_configuration("secret")),
-                 30, self.process)
+            _mount_kv(self.client(), self.process)
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def _mount_kv(client: Any, process: Process) -> None:
+    client.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    wait_for("KV v2 at secret/", lambda: bool(client.secrets.kv.v2.read_configuration("secret")), 30, process)
+
+
+class OpenBaoCluster:
+    """An HA OpenBao: `size` real `bao server` processes on loopback, each with its own raft storage.
+
+    `start()` initialises node 0 (Shamir, 3 shares, threshold 2; the rig keeps the keys and the root
+    token), joins the others with `sys/storage/raft/join`, unseals every node and mounts KV v2 at
+    `secret/`. Faults by node index: `kill` (SIGKILL), `restart` (start + unseal; raft data is kept),
+    `seal`/`unseal`, `pause`/`resume` (SIGSTOP/SIGCONT of the process group: a node that holds its
+    sockets open but never answers, as in a network partition). `active()` is the index of the leader.
+    """
+
+    KEY_SHARES, KEY_THRESHOLD = 3, 2
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        self.workdir = workdir
+        self.token = ""
+        self.unseal_keys: list[str] = []
+        self.addresses: list[str] = []
+        self.processes: list[Process] = []
+        for index in range(size):
+            home = workdir / f"node-{index}"
+            address, process = _raft_node(home, f"openbao-node-{index}", f"node-{index}", _bao_env(home))
+            self.addresses.append(address)
+            self.processes.append(process)
+        self.paused: set[int] = set()
+
+    def client(self, index: int | None = None) -> Any:
+        """An hvac.Client with the root token, on node `index` (default: the active node)."""
+        return hvac.Client(url=self.addresses[self.active() if index is None else index], token=self.token or None,
+                           timeout=5)
+
+    def health(self, index: int) -> int:
+        """sys/health status of one node (200 active, 429 standby, 503 sealed, 0 no answer)."""
+        return 0 if index in self.paused else _health(self.addresses[index])
+
+    def start(self) -> None:
+        for process in self.processes:
+            process.start()
+        first = self.client(0)
+        result = first.sys.initialize(secret_shares=self.KEY_SHARES, secret_threshold=self.KEY_THRESHOLD)
+        self.unseal_keys, self.token = list(result["keys"]), result["root_token"]
+        self.unseal(0)
+        wait_for("node 0 to lead", lambda: self.health(0) == 200, 30, self.processes[0])
+        _mount_kv(self.client(0), self.processes[0])
+        for index in range(1, len(self.processes)):
+            self.client(index).sys.join_raft_cluster(leader_api_addr=self.addresses[0])
+            self.unseal(index)
+        self.wait_healthy()
+
+    def stop(self) -> None:
+        for index, process in enumerate(self.processes):
+            if index in self.paused:
+                self.resume(index)
+            process.stop()
+
+    def wait_healthy(self, timeout: float = 60) -> int:
+        """Wait until every node answers, one active and the rest standby; returns the active index."""
+        def healthy() -> bool:
+            states = sorted(self.health(i) for i in range(len(self.processes)))
+            return states == [200] + [429] * (len(states) - 1) and self._voters() == len(states)
+
+        wait_for("every node unsealed, one active, all raft voters", healthy, timeout)
+        return self.active()
+
+    def _voters(self) -> int:
+        config = self.client().sys.read_raft_config()["data"]["config"]
+        return sum(1 for server in config["servers"] if server.get("voter"))
+
+    def active(self, exclude: Sequence[int] = ()) -> int:
+        """Index of the active node, as `sys/leader` of any answering node (not in `exclude`) says."""
+        for index, address in enumerate(self.addresses):
+            if index in exclude or index in self.paused:
+                continue
+            with contextlib.suppress(requests.RequestException, ValueError, KeyError):
+                leader = requests.get(f"{address}/v1/sys/leader", timeout=2).json()["leader_address"]
+                if leader in self.addresses and self.addresses.index(leader) not in self.paused:
+                    return self.addresses.index(leader)
+        raise LookupError("no node knows an active leader")
+
+    def wait_active(self, exclude: Sequence[int] = (), timeout: float = 60) -> int:
+        """Wait for a leader that is not in `exclude` (e.g. after killing the old one); returns its index."""
+        found: list[int] = []
+
+        def elected() -> bool:
+            index = self.active(exclude)
+            if index in exclude or self.health(index) != 200:
+                return False
+            found.append(index)
+            return True
+
+        wait_for(f"a new active node (not {list(exclude)})", elected, timeout)
+        return found[-1]
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node `index` (no clean shutdown, no step-down)."""
+        process = self.processes[index]
+        pid = process.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        process.stop()  # reaps it
+
+    def restart(self, index: int) -> None:
+        """Start a stopped or killed node again and unseal it; it rejoins with its raft data."""
+        self.processes[index].start()
+        self.unseal(index)
+        wait_for(f"node {index} unsealed", lambda: self.health(index) in (200, 429), 60, self.processes[index])
+
+    def seal(self, index: int) -> None:
+        """Seal node `index` (`sys/seal` on that node: it stays up and answers 503)."""
+        self.client(index).sys.seal()
+        wait_for(f"node {index} sealed", lambda: self.health(index) == 503, 30, self.processes[index])
+
+    def unseal(self, index: int) -> None:
+        """Submit the threshold of unseal keys to node `index`."""
+        client = self.client(index)
+        for key in self.unseal_keys[:self.KEY_THRESHOLD]:
+            client.sys.submit_unseal_key(key)
+
+    def pause(self, index: int) -> None:
+        """SIGSTOP node `index`: its sockets stay open, nothing answers (a partitioned node)."""
+        pid = self.processes[index].pid
+        assert pid is not None, f"node {index} is not running"
+        os.killpg(pid, signal.SIGSTOP)
+        self.paused.add(index)
+
+    def resume(self, index: int) -> None:
+        """SIGCONT a paused node."""
+        pid = self.processes[index].pid
+        self.paused.discard(index)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
 
 
 # -------------------------------------------------------------------------------------------- dockerd

@@ -78,7 +78,7 @@ class CredentialsComponent:
         for name, watch in self.watches.items():
             base, jitter = watch_schedule(watch.interval)
             self._add_job(f"credential-watch:{name}", watch.run, IntervalTrigger(seconds=base, jitter=jitter), now)
-        log.info("credentials_started", credentials=sorted(self.watches), vault=cfg.vault.address,
+        log.info("credentials_started", credentials=sorted(self.watches), vault=",".join(cfg.vault.address),
                  auth_method=cfg.vault.auth.method)
 
     def _add_job(self, job_id: str, func: Any, trigger: IntervalTrigger, first: datetime) -> None:

@@ -12,11 +12,12 @@ import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from ..state import StateStore
 
-__all__ = ["CRASH_HOOK_ENV", "TERMINAL", "Entry", "Journal", "Step"]
+__all__ = ["CRASH_HOOK_ENV", "PAUSE_HOOK_ENV", "TERMINAL", "Entry", "Journal", "Step"]
 
 Step = Literal["locking", "generating", "generated", "verified", "publishing", "published", "overlap",
                "revoking", "unlocking", "done", "rolling_back", "rolled_back", "failed"]
@@ -24,6 +25,10 @@ TERMINAL = frozenset({"done", "rolled_back", "failed"})
 # Test hook: `REGWARDEN_TEST_CRASH_AFTER=<step>` SIGKILLs the process right after that step is journalled,
 # so tests can prove that a crash at every step resumes or rolls back. Unset in production.
 CRASH_HOOK_ENV = "REGWARDEN_TEST_CRASH_AFTER"
+# Test hook: with `REGWARDEN_TEST_PAUSE_DIR=DIR`, a step whose file `DIR/<step>` exists is journalled, then
+# `DIR/<step>.reached` is created and the rotation waits (up to 120 s) until `DIR/<step>` is removed, so
+# a test can fail a Vault node at that exact point. Unset in production.
+PAUSE_HOOK_ENV = "REGWARDEN_TEST_PAUSE_DIR"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS rotations (
@@ -59,6 +64,16 @@ class Entry:
         return self.step not in TERMINAL
 
 
+def _pause_at(directory: Path, step: str) -> None:
+    flag = directory / step
+    if not flag.exists():
+        return
+    (directory / f"{step}.reached").touch()
+    deadline = time.monotonic() + 120
+    while flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 class Journal:
     def __init__(self, state: StateStore) -> None:
         self._state = state
@@ -73,6 +88,8 @@ class Journal:
         if os.environ.get(CRASH_HOOK_ENV) == f"{entry.credential}:{entry.step}" or \
                 os.environ.get(CRASH_HOOK_ENV) == entry.step:
             os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get(PAUSE_HOOK_ENV):
+            _pause_at(Path(os.environ[PAUSE_HOOK_ENV]), entry.step)
         return entry
 
     def advance(self, entry: Entry, step: Step, **changes: Any) -> Entry:

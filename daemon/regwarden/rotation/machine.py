@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from ..backoff import Backoff
 from ..config import CredentialConfig, RegistryConfig
 from ..credentials.model import CredentialSecret
 from ..errors import CredentialError, RegistryError, RegwardenError, VaultError
@@ -30,6 +31,8 @@ from .schedule import cert_lifetime, next_due
 __all__ = ["KvState", "RotationOutcome", "Rotator"]
 
 log = structlog.get_logger(__name__)
+
+RELEASE_PATIENCE = 30.0  # seconds a finished rotation keeps trying to free its lock (Vault failover)
 Verify = Callable[[RegistryConfig, CredentialSecret], None]
 
 
@@ -291,12 +294,20 @@ class Rotator:
             return lease if exc.retryable else None
 
     def _release(self, lease: Lease) -> None:
-        try:
-            if not self._lock.release(lease):
-                log.warning("rotation_lock_lost", credential=self.credential.name)
-        except VaultError as exc:
-            log.warning("rotation_unlock_failed", credential=self.credential.name, error=str(exc),
-                        note="the lock expires by itself")
+        """Free the lock; while Vault is unreachable (e.g. a leader election) retry with back-off for up
+        to RELEASE_PATIENCE seconds, then leave the lock to expire by itself."""
+        backoff = Backoff(initial=0.5, maximum=5.0)
+        deadline = time.monotonic() + RELEASE_PATIENCE
+        while True:
+            try:
+                if not self._lock.release(lease):
+                    log.warning("rotation_lock_lost", credential=self.credential.name)
+                return
+            except VaultError as exc:
+                if not exc.retryable or time.monotonic() >= deadline or self._stop.wait(backoff.next()):
+                    log.warning("rotation_unlock_failed", credential=self.credential.name, error=str(exc),
+                                note="the lock expires by itself")
+                    return
 
 
 def _parse_time(value: str | None) -> datetime | None:

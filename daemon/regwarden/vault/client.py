@@ -14,6 +14,11 @@ A 403 is ambiguous (revoked/expired token, or a policy that denies the path). Th
 misconfigured policy does not mint a new AppRole token every poll; if the token is invalid the
 client logs in once more (re-reading the token file, role-id and secret-id files) and retries once.
 
+With several `[vault].address` entries (the nodes of an HA cluster) every request goes to the node
+that answered last; on a connection error, timeout, 5xx (sealed, standby without a leader) or 429 the
+same request is sent to the next node not in back-off (`NodePool`). The token is the cluster's, so it
+is shared by every node's connection and renewals go wherever requests go.
+
 Error messages carry the operation, the KV path, the HTTP status and Vault's short error text
 (scrubbed), never request bodies, tokens or response text.
 """
@@ -33,10 +38,10 @@ import requests
 import structlog
 
 from .. import redact
-from ..backoff import Backoff
 from ..config import AppRoleAuth, CertAuth, TokenAuth, VaultConfig, read_secret
 from ..errors import ConfigError, VaultError
 from ..metrics import Metrics
+from .nodes import NodePool
 
 __all__ = ["RENEW_AT", "KvMetadata", "TokenAction", "TokenState", "VaultClient", "token_action",
            "translate_error"]
@@ -148,30 +153,41 @@ _VENDOR_ERRORS = (hvac.exceptions.VaultError, requests.RequestException, ValueEr
 class VaultClient:
     """One authenticated connection to Vault, shared by every credential job (thread-safe)."""
 
-    def __init__(self, cfg: VaultConfig, metrics: Metrics, *, clock: Callable[[], float] = time.time,
-                 backoff: Backoff | None = None) -> None:
+    def __init__(self, cfg: VaultConfig, metrics: Metrics, *, clock: Callable[[], float] = time.time) -> None:
         self._cfg = cfg
         self._metrics = metrics
         self._clock = clock
-        self._backoff = backoff or Backoff(initial=1.0, maximum=cfg.retry_max.total_seconds())
+        self._pool = NodePool(tuple(cfg.address), initial=1.0, maximum=cfg.retry_max.total_seconds())
         self._auth_lock = threading.RLock()
         self._state_lock = threading.Lock()
         cert = (str(cfg.auth.cert_file), str(cfg.auth.key_file)) if isinstance(cfg.auth, CertAuth) else None
-        self._hvac = hvac.Client(url=cfg.address, verify=str(cfg.ca_cert) if cfg.ca_cert else True,
-                                 timeout=cfg.timeout.total_seconds(), namespace=cfg.namespace, cert=cert)
+        self._nodes = [hvac.Client(url=address, verify=str(cfg.ca_cert) if cfg.ca_cert else True,
+                                   timeout=cfg.timeout.total_seconds(), namespace=cfg.namespace, cert=cert)
+                       for address in cfg.address]
         self.token: TokenState | None = None
         self.up: bool | None = None  # None until the first answer or failure
         self.down_since: float | None = None
         self.last_error: str | None = None
         self.token_error: str | None = None  # the last failed renewal/login, cleared by a good one
-        self._retry_at: float | None = None
+        self.node: str = cfg.address[0]  # the node that answered last (or will be tried first)
 
     @property
     def auth_method(self) -> str:
         return self._cfg.auth.method
 
     def close(self) -> None:
-        self._hvac.adapter.close()
+        for node in self._nodes:
+            node.adapter.close()
+
+    @property
+    def _token(self) -> str | None:
+        token: str | None = self._nodes[0].token
+        return token
+
+    @_token.setter
+    def _token(self, token: str | None) -> None:
+        for node in self._nodes:  # one cluster, one token: every node's connection carries it
+            node.token = token
 
     def capabilities_self(self, paths: list[str]) -> dict[str, list[str]]:
         """What the token's policies allow on each of `paths` (`sys/capabilities-self`)."""
@@ -282,11 +298,11 @@ class VaultClient:
         auth = self._cfg.auth
         now = self._clock()
         if isinstance(auth, TokenAuth):
-            self._hvac.token = self._secret(auth.token_file, auth.token_env, "token")
+            self._token = self._secret(auth.token_file, auth.token_env, "token")
             ttl, renewable, created = self._request("lookup", "", lambda c: _lookup(c.auth.token.lookup_self()))
             state = TokenState(now, ttl, renewable, created or ttl)
         else:
-            self._hvac.token = None  # a login must not carry a stale token
+            self._token = None  # a login must not carry a stale token
             if isinstance(auth, AppRoleAuth):
                 role_id = self._plain(auth.role_id_file, "role_id_file")
                 secret_id = self._secret(auth.secret_id_file, auth.secret_id_env, "secret_id")
@@ -296,7 +312,7 @@ class VaultClient:
                 token, ttl, renewable = self._request("login", "", lambda c: _grant(c.auth.cert.login(
                     name=auth.role or "", cert_pem=str(auth.cert_file), key_pem=str(auth.key_file),
                     mount_point=auth.mount)))
-            self._hvac.token = token
+            self._token = token
             state = TokenState(now, ttl, renewable, ttl)
         self._set_token(state)
         log.info("vault_logged_in", method=auth.method, ttl=state.ttl, renewable=state.renewable)
@@ -325,14 +341,14 @@ class VaultClient:
     def _call(self, operation: str, what: str, fn: Callable[[Any], T]) -> T:
         """One authenticated request: token upkeep first; on 403 check the token and re-login once."""
         self._ensure_token()
-        used = self._hvac.token
+        used = self._token
         try:
             return self._request(operation, what, fn)
         except VaultError as exc:
             if exc.status != 403:
                 raise
             with self._auth_lock:  # concurrent jobs that hit the same dead token log in once
-                if self._hvac.token == used:
+                if self._token == used:
                     if not self._token_rejected():
                         raise
                     log.info("vault_token_rejected", operation=operation, method=self.auth_method)
@@ -350,23 +366,42 @@ class VaultClient:
         return False
 
     def _request(self, operation: str, what: str, fn: Callable[[Any], T]) -> T:
-        """Send one request, translating vendor errors and tracking reachability and backoff."""
+        """Send one request to the first node that answers, translating vendor errors and tracking
+        reachability and per-node backoff; Vault is "down" only when no node answered."""
         now = self._clock()
         with self._state_lock:
-            retry_at = self._retry_at
-        if retry_at is not None and now < retry_at:
+            order = self._pool.order(now)
+            retry_at = self._pool.next_attempt()
+        if not order:
             raise VaultError(f"Vault unreachable ({self.last_error}); next attempt in {retry_at - now:.0f}s",
                              retryable=True)
-        try:
-            result = fn(self._hvac)
-        except _VENDOR_ERRORS as exc:
-            err = translate_error(operation, what, exc)
-            self._record(operation, err)
-            raise err from None
-        self._record(operation, None)
-        return result
+        for attempt, index in enumerate(order):
+            try:
+                result = fn(self._nodes[index])
+            except _VENDOR_ERRORS as exc:
+                err = translate_error(operation, what, exc)
+                if not _unreachable(err):
+                    with self._state_lock:
+                        self._pool.succeeded(index)  # the node answered; the request was refused
+                    self._record(operation, err, index)
+                    raise err from None
+                with self._state_lock:
+                    delay = self._pool.failed(index, self._clock())
+                last = attempt == len(order) - 1 or err.status == 429  # rate limits are the cluster's
+                self._metrics.vault_node_failures.labels(self._pool.address(index)).inc()
+                if not last:
+                    log.warning("vault_node_failed", node=self._pool.address(index), error=str(err),
+                                retry_in=round(delay, 1), next_node=self._pool.address(order[attempt + 1]))
+                    continue
+                self._record(operation, err, index)
+                raise err from None
+            with self._state_lock:
+                self._pool.succeeded(index)
+            self._record(operation, None, index)
+            return result
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    def _record(self, operation: str, err: VaultError | None) -> None:
+    def _record(self, operation: str, err: VaultError | None, index: int) -> None:
         now = self._clock()
         unreachable = err is not None and _unreachable(err)
         self._metrics.vault_requests.labels(
@@ -374,20 +409,20 @@ class VaultClient:
         with self._state_lock:
             if unreachable:
                 assert err is not None
-                delay = self._backoff.next()
-                self._retry_at = now + delay
                 if self.up is not False:
                     self.down_since = now
-                    log.warning("vault_unreachable", error=str(err), retry_in=round(delay, 1))
+                    log.warning("vault_unreachable", error=str(err),
+                                retry_in=round(max(0.0, self._pool.next_attempt() - now), 1),
+                                nodes_backing_off=self._pool.backing_off(now))
                 self.up = False
                 self.last_error = str(err)
             else:
                 if self.up is False:
-                    log.info("vault_reachable", down_for=round(now - (self.down_since or now), 1))
-                self._backoff.reset()
-                self._retry_at = None
+                    log.info("vault_reachable", down_for=round(now - (self.down_since or now), 1),
+                             node=self._pool.address(index))
                 self.up, self.down_since = True, None
                 self.last_error = None if err is None else str(err)
+            self.node = self._pool.address(self._pool.preferred)
         self._metrics.vault_up.set(1 if self.up else 0)
 
 

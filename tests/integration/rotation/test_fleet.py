@@ -99,25 +99,19 @@ class Instance:
                               env={**os.environ, "PYTHONPATH": f"{REPO / 'daemon'}{os.pathsep}{REPO / 'plugins'}"})
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, openbao: OpenBaoDev, dockerd: DockerEngine, tiny_image: str,
-          registry_factory: Callable[..., RegistryServer]) -> Iterator[Callable[..., list[Instance]]]:
-    registry = registry_factory(auth=True)
-    push_image(dockerd.client(), registry.host_port, "fleet/tiny", "1", auth=registry.auth_config)
-    token = secret_file(tmp_path / "vault-token", openbao.token)
-    made: list[Instance] = []
-
-    def make(count: int, *, name: str, rotate_every: str, watch_interval: str = "2s",
-             overlap: str = "5s") -> list[Instance]:
-        for index in range(count):
-            workdir = tmp_path / f"host-{index}"
-            (workdir / "docker").mkdir(parents=True)
-            config = workdir / "regwarden.toml"
-            config.write_text(daemon_table(workdir, free_port(), host=f"host-{index}") + f"""
+def fleet_host(workdir: Path, index: int, *, vault: list[str], token: Path, dockerd: DockerEngine,
+               registry: RegistryServer, name: str, rotate_every: str, watch_interval: str = "2s",
+               overlap: str = "5s") -> Instance:
+    """One host of a fleet sharing credential `name` (htpasswd provider) on `registry`, Vault at `vault`."""
+    (workdir / "docker").mkdir(parents=True)
+    config = workdir / "regwarden.toml"
+    config.write_text(daemon_table(workdir, free_port(), host=f"host-{index}") + f"""
 [vault]
-address = "{openbao.address}"
+address = {json.dumps(vault)}
 auth = {{ method = "token", token_file = "{token}" }}
 lock_path = "secret/regwarden-fleet/locks"
+timeout = "3s"
+retry_max = "10s"
 
 [docker]
 host = "{dockerd.host}"
@@ -139,7 +133,23 @@ rotate_every = "{rotate_every}"
 overlap = "{overlap}"
 htpasswd = {{ file = "{registry.htpasswd_path}", usernames = ["{name}-a", "{name}-b"] }}
 """)
-            made.append(Instance(workdir, config, name, registry))
+    return Instance(workdir, config, name, registry)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, openbao: OpenBaoDev, dockerd: DockerEngine, tiny_image: str,
+          registry_factory: Callable[..., RegistryServer]) -> Iterator[Callable[..., list[Instance]]]:
+    registry = registry_factory(auth=True)
+    push_image(dockerd.client(), registry.host_port, "fleet/tiny", "1", auth=registry.auth_config)
+    token = secret_file(tmp_path / "vault-token", openbao.token)
+    made: list[Instance] = []
+
+    def make(count: int, *, name: str, rotate_every: str, watch_interval: str = "2s",
+             overlap: str = "5s") -> list[Instance]:
+        for index in range(count):
+            made.append(fleet_host(tmp_path / f"host-{index}", index, vault=[openbao.address], token=token,
+                                   dockerd=dockerd, registry=registry, name=name, rotate_every=rotate_every,
+                                   watch_interval=watch_interval, overlap=overlap))
         return made[-count:]
 
     yield make

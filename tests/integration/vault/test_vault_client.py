@@ -63,7 +63,7 @@ def test_replaced_secret_id_is_used_at_next_login(openbao: Any, tmp_path: Path) 
     root.auth.approle.destroy_secret_id("regwarden", old_secret_id)
     secret_file(Path(auth["secret_id_file"]),
                  root.auth.approle.generate_secret_id("regwarden")["data"]["secret_id"])
-    root.auth.token.revoke(client._hvac.token)  # the daemon's token dies (revoked, expired, ...)
+    root.auth.token.revoke(client._token)  # the daemon's token dies (revoked, expired, ...)
     client.read_metadata("secret", "regwarden/approle")
     assert requests_made(metrics, "login") == 2
 

@@ -87,6 +87,15 @@ def test_models_are_frozen(tmp_path: Path) -> None:
                      "FILE:8: sinks[0].level: Input should be 'info', 'warning' or 'error'", id="bad-sink-option"),
         pytest.param(DAEMON + '\n[vault]\nauth = { method = "token", token_file = "/t" }\n',
                      "FILE:5: vault.address: required key is missing", id="missing-key"),
+        pytest.param(DAEMON + '\n[vault]\naddress = ["https://a:8200", "https://a:8200"]\n'
+                     'auth = { method = "token", token_file = "/t" }\n',
+                     "FILE:6: vault.address: address 'https://a:8200' is listed twice",
+                     id="duplicate-vault-node"),
+        pytest.param(DAEMON + '\n[vault]\naddress = []\nauth = { method = "token", token_file = "/t" }\n',
+                     "FILE:6: vault.address: needs at least one address", id="no-vault-node"),
+        pytest.param(DAEMON + '\n[vault]\naddress = ["https://a:8200", "ftp://b"]\n'
+                     'auth = { method = "token", token_file = "/t" }\n',
+                     "FILE:6: vault.address[1]: invalid URL 'ftp://b'", id="bad-vault-node"),
         pytest.param(DAEMON + '\n[vault]\naddress = "https://v:8200"\nauth = { method = "kerberos" }\n',
                      "FILE:7: vault.auth: unknown method 'kerberos'", id="unknown-auth-method"),
         pytest.param(DAEMON + VAULT + DOCKER + '\n[[registries]]\nname = "r"\nurl = "http://a:1"\ncredential = "c"\n'
@@ -204,3 +213,17 @@ def test_registry_host_port_is_dockers_name(url: str, host_port: str) -> None:
     from regwarden.config import RegistryConfig
 
     assert RegistryConfig(name="r", url=url).host_port == host_port
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ('"https://v:8200/"', ["https://v:8200"]),
+    ('["https://a:8200", "https://b:8200/"]', ["https://a:8200", "https://b:8200"]),
+])
+def test_vault_address_is_one_url_or_the_list_of_a_clusters_nodes(tmp_path: Path, address: str,
+                                                                   expected: list[str]) -> None:
+    """`[vault].address` accepts a single URL or a list of node URLs; both load as a list."""
+    path = tmp_path / "config.toml"
+    path.write_text(DAEMON + f'\n[vault]\naddress = {address}\nauth = {{ method = "token", token_env = "T" }}\n')
+    vault = load_config(path).vault
+    assert vault is not None
+    assert vault.address == expected

@@ -1,0 +1,88 @@
+"""Failover across the nodes of a Vault cluster: which node is tried, which is skipped, and for how long."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from regwarden.vault.nodes import NodePool
+
+NODES = ("http://a:8200", "http://b:8200", "http://c:8200")
+
+
+def pool(initial: float = 1.0, maximum: float = 60.0) -> NodePool:
+    made = NodePool(NODES, initial=initial, maximum=maximum)
+    for node in made._nodes:  # deterministic jitter: every delay is its ceiling
+        node.backoff._rng = random.Random(0)
+        node.backoff._rng.uniform = lambda low, high: high  # type: ignore[method-assign]
+    return made
+
+
+def test_a_healthy_cluster_is_asked_in_list_order_starting_with_the_first_node() -> None:
+    """With no failures, the first address is tried first, the others follow in list order."""
+    assert pool().order(now=0) == [0, 1, 2]
+
+
+def test_the_node_that_answered_last_is_tried_first() -> None:
+    """After a success on node b, requests start at b and wrap around the list."""
+    nodes = pool()
+    nodes.succeeded(1)
+    assert nodes.order(now=0) == [1, 2, 0]
+
+
+def test_a_failed_node_is_skipped_until_its_backoff_has_passed() -> None:
+    """A node that failed at t=10 with a 1 s back-off is left out at t=10.5 and back at t=11."""
+    nodes = pool()
+    assert nodes.failed(0, now=10) == 1.0
+    assert nodes.order(now=10.5) == [1, 2]
+    assert nodes.order(now=11) == [1, 2, 0]
+
+
+def test_a_failing_node_backs_off_exponentially_up_to_the_cap() -> None:
+    """Repeated failures of one node double its delay, never beyond `maximum`."""
+    nodes = pool(maximum=5.0)
+    assert [nodes.failed(2, now=0) for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+
+
+def test_an_answer_resets_the_nodes_backoff() -> None:
+    """A node that answers again starts its next back-off from the initial delay."""
+    nodes = pool()
+    for _ in range(4):
+        nodes.failed(0, now=0)
+    nodes.succeeded(0)
+    assert nodes.failed(0, now=100) == 1.0
+
+
+def test_when_every_node_backs_off_nothing_is_tried_until_the_earliest_is_due() -> None:
+    """All three nodes failed: no node is offered before the first retry time, then that node is."""
+    nodes = pool()
+    nodes.failed(0, now=0)
+    nodes.failed(0, now=1)  # a: due at 3
+    nodes.failed(1, now=1)  # b: due at 2
+    nodes.failed(2, now=1.5)  # c: due at 2.5
+    assert nodes.order(now=1.9) == []
+    assert nodes.next_attempt() == 2.0
+    assert nodes.order(now=2.0) == [1]
+
+
+def test_the_preferred_node_moves_on_when_it_fails() -> None:
+    """The preferred node failing makes the next node in the list the first to try."""
+    nodes = pool()
+    nodes.succeeded(2)
+    nodes.failed(2, now=0)
+    assert nodes.order(now=0) == [0, 1]
+
+
+def test_backing_off_names_the_skipped_nodes() -> None:
+    """`backing_off` lists the addresses of nodes still in back-off."""
+    nodes = pool()
+    nodes.failed(1, now=0)
+    assert nodes.backing_off(now=0.5) == ["http://b:8200"]
+    assert nodes.backing_off(now=5) == []
+
+
+def test_a_pool_needs_an_address() -> None:
+    """An empty address list is refused at construction."""
+    with pytest.raises(ValueError, match="at least one address"):
+        NodePool(())
