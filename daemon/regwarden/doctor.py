@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 import click
 
 from .config import Config, ListenAddress
+from .rotation.lock import lock_location
 
 __all__ = ["Check", "Need", "UnitSandbox", "doctor_command", "missing_capabilities", "parse_unit",
            "required_capabilities", "sandbox_checks"]
@@ -198,8 +199,7 @@ def required_capabilities(cfg: Config) -> list[Need]:
             need(f"{cred.mount}/data/{cred.path}", f"{where}: publish new versions", "create", "update")
             need(f"{cred.mount}/metadata/{cred.path}", f"{where}: rotation bookkeeping", "update")
             assert cfg.vault is not None
-            mount, _, prefix = cfg.vault.lock_path.strip("/").partition("/")
-            lock = f"{prefix}/{cred.name}" if prefix else cred.name
+            mount, lock = lock_location(cfg.vault.lock_path, cred.name)
             need(f"{mount}/data/{lock}", f"{where}: rotation lock", "create", "read", "update")
         if cred.pki is not None:
             need(f"{cred.pki.mount}/issue/{cred.pki.role}", f"{where}: issue certificates", "update")

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import VaultError
 
-__all__ = ["Lease", "LockState", "RotationLock", "lock_free_for"]
+__all__ = ["Lease", "LockState", "RotationLock", "lock_free_for", "lock_location"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,16 @@ class Lease:
     expires: float
 
 
+def lock_location(lock_path: str, credential: str) -> tuple[str, str]:
+    """(KV v2 mount, path) of a credential's lock entry under `[vault].lock_path` (mount first)."""
+    mount, _, prefix = lock_path.strip("/").partition("/")
+    return mount, f"{prefix}/{credential}" if prefix else credential
+
+
 class RotationLock:
     def __init__(self, vault: Any, lock_path: str, credential: str, holder: str, host: str) -> None:
-        mount, _, prefix = lock_path.strip("/").partition("/")
         self._vault = vault
-        self._mount = mount
-        self._path = f"{prefix}/{credential}" if prefix else credential
+        self._mount, self._path = lock_location(lock_path, credential)
         self.holder = holder
         self.host = host
 
