@@ -492,6 +492,21 @@ class AuditConfig(_Model):
     """At most this much of records is at risk before an fsync."""
     hmac_key_vault_path: str | None = None
     """KV v2 MOUNT/PATH of an HMAC key (key "hmac_key") for the chain; absent: plain SHA-256."""
+    witness: bool = True
+    """With a [vault] table: write the chain head to Vault (witness_path/<host>) so that
+    `audit verify --witness` finds a trail rewritten on this host."""
+    witness_path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$")] = \
+        "secret/regwarden/audit-heads"
+    """KV v2 MOUNT/PREFIX under which each host's chain head is kept (key = the daemon's host name)."""
+    witness_interval: Duration = timedelta(minutes=1)
+    """Write the chain head this often (when it moved), and at each file rotation."""
+
+    @field_validator("witness_interval")
+    @classmethod
+    def _witness_interval(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("witness_interval must be at least 1s")
+        return value
 
 
 class DetectorsConfig(_Model):

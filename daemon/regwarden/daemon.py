@@ -48,6 +48,10 @@ def build_components(cfg: Config) -> list[Component]:
     from .audit.component import AuditTrail
 
     components.append(AuditTrail())  # always on; reads the HMAC key from Vault when configured
+    if cfg.vault is not None and cfg.audit.witness:
+        from .audit.witness import AuditWitness
+
+        components.append(AuditWitness())
     from .audit.detectors import AuditDetectors
 
     components.append(AuditDetectors())

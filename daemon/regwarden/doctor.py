@@ -207,6 +207,15 @@ def required_capabilities(cfg: Config) -> list[Need]:
     if cfg.audit.hmac_key_vault_path:
         mount, _, path = cfg.audit.hmac_key_vault_path.strip("/").partition("/")
         need(f"{mount}/data/{path}", "audit HMAC key", "read")
+    if cfg.vault is not None and cfg.audit.witness:
+        from .audit.witness import head_location
+
+        try:
+            mount, path = head_location(cfg.audit.witness_path, cfg.daemon.hostname)
+        except ValueError:
+            pass  # the daemon reports the host name; the policy check has no path to ask about
+        else:
+            need(f"{mount}/data/{path}", "audit chain witness", "create", "update")
     if cfg.vault is not None:
         need("auth/token/renew-self", "token renewal", "update")
         need("auth/token/lookup-self", "token lookup", "read")

@@ -55,6 +55,17 @@ class Metrics:
         self.audit_records = Counter("regwarden_audit_records_total", "Records written to the audit trail.",
                                      registry=r)
         self.audit_gaps = Counter("regwarden_audit_gaps_total", "Audit gap records written.", ["source"], registry=r)
+        self.audit_witness_writes = Counter(
+            "regwarden_audit_witness_writes_total", "Chain heads written to Vault, by outcome (ok, error).",
+            ["outcome"], registry=r)
+        self.audit_witness_seq = Gauge(
+            "regwarden_audit_witness_seq", "Seq of the last chain head Vault holds for this host.", registry=r)
+        self.audit_witness_last_success = Gauge(
+            "regwarden_audit_witness_last_success_timestamp_seconds",
+            "When a chain head was last written to Vault (Unix time).", registry=r)
+        self.audit_witness_mismatches = Counter(
+            "regwarden_audit_witness_mismatches_total",
+            "Times the local trail did not hold the chain head Vault witnessed.", registry=r)
         self.audit_write_errors = Counter("regwarden_audit_write_errors_total", "Failed audit writes.", registry=r)
 
         # -- vault and credentials

@@ -48,8 +48,13 @@ __all__ = [
     "AuditWriter",
     "Broken",
     "ChainHead",
+    "ChainIndex",
+    "FileSpan",
+    "RotatedFile",
     "VerifyResult",
     "chain_files",
+    "chain_index",
+    "first_seq",
     "verify",
 ]
 
@@ -117,6 +122,14 @@ class ChainHead:
 
     seq: int
     hash: str
+
+
+@dataclass(frozen=True)
+class RotatedFile:
+    """A file the writer just closed and renamed to `<audit_log>.1`: its first and last record."""
+
+    first_seq: int
+    last: ChainHead
 
 
 def _digest_hex(body: bytes, key: bytes | None) -> bytes:
@@ -191,6 +204,8 @@ class AuditWriter:
         self._synced_size = 0  # of which known on disk: the size at the last good fsync (or at open)
         self._fsync_failed = False  # then what came after _synced_size may be gone whatever the cache shows
         self.on_loss: Callable[[], None] | None = None  # called (with the lock held) when a recovery lost records
+        # called (with the lock held: it must not block) after a rotation, with the file just closed
+        self.on_rotate: Callable[[RotatedFile], None] | None = None
         # when_durable callbacks by seq: (seq, done, failed); `_due`: settled ones to call outside the lock
         self._waiting: deque[tuple[int, Callable[[], None], Callable[[], None] | None]] = deque()
         self._due: list[Callable[[], None]] = []  # `failed` of lost records, `done` of durable ones
@@ -204,6 +219,7 @@ class AuditWriter:
             self._cut_torn_tail(path)
             self._head = self._resume()
             self._file = self._open()
+            self._file_first_seq = first_seq(path) or self._head.seq + 1  # of the current file
         except OSError as exc:
             raise AuditError(f"cannot open audit log {path}: {exc.strerror or exc}") from None
         self._synced_size = self._size  # what an earlier run left is taken as on disk
@@ -256,13 +272,13 @@ class AuditWriter:
             try:
                 for rest in texts:
                     raw = b'{"seq":%d,"prev":"%s%s' % (seq + 1, prev, b'"}' if rest == b"{}" else b'",' + rest[1:])
-                    prev = _digest_hex(raw, key)
+                    last, prev = prev, _digest_hex(raw, key)
                     line = b'%s,"hash":"%s"}\n' % (raw[:-1], prev)
                     if size > 0 and size + len(line) > limit:
                         self._file.write(b"".join(lines))
                         lines.clear()
                         self._size = size
-                        self._rotate()
+                        self._rotate(ChainHead(seq, last.decode("ascii")))
                         size = 0
                     lines.append(line)
                     size += len(line)
@@ -446,7 +462,8 @@ class AuditWriter:
         self._size = os.fstat(fd).st_size
         return os.fdopen(fd, "ab", buffering=256 * 1024)
 
-    def _rotate(self) -> None:
+    def _rotate(self, last: ChainHead) -> None:
+        """Close the current file (its last record: `last`) as `.1`, shifting older ones, and open a new one."""
         self._sync()
         self._file.close()
         rotated = [p for p in reversed(chain_files(self.path)) if p != self.path]  # newest first: .1, .2
@@ -457,7 +474,14 @@ class AuditWriter:
         self._file = self._open()
         self._synced_size = self._size
         _fsync_dir(self.path.parent)
-        log.info("audit_log_rotated", path=str(self.path), seq=self._head.seq)
+        closed = RotatedFile(self._file_first_seq, last)
+        self._file_first_seq = last.seq + 1
+        log.info("audit_log_rotated", path=str(self.path), seq=last.seq)
+        if self.on_rotate is not None:
+            try:
+                self.on_rotate(closed)
+            except Exception:
+                log.exception("audit_rotate_callback_failed")
 
     def _resume(self) -> ChainHead:
         for candidate in reversed(chain_files(self.path)):
@@ -613,6 +637,67 @@ class VerifyResult:
             out["broken"] = {"file": self.broken.file, "line": self.broken.line, "seq": self.broken.seq,
                              "why": self.broken.why}
         return out
+
+
+def first_seq(path: Path) -> int | None:
+    """The seq of the first record in `path` (reads one line), or None: no such file, empty, not a record."""
+    try:
+        with path.open("rb") as f:
+            return _peek_seq(f.readline(_TORN_MAX))
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+
+
+@dataclass(frozen=True)
+class FileSpan:
+    """The seqs of the chain records one file holds."""
+
+    file: str
+    first_seq: int | None
+    last_seq: int | None
+
+
+@dataclass(frozen=True)
+class ChainIndex:
+    """What a trail holds, read without judging it (that is `verify`'s part): the stated hash at each
+    seq asked for (the last one, if a seq occurs twice) and each file's span."""
+
+    hashes: dict[int, str]
+    files: tuple[FileSpan, ...]
+
+    @property
+    def first_seq(self) -> int | None:
+        return next((f.first_seq for f in self.files if f.first_seq is not None), None)
+
+    @property
+    def last_seq(self) -> int | None:
+        return next((f.last_seq for f in reversed(self.files) if f.last_seq is not None), None)
+
+
+def chain_index(paths: Iterable[Path], seqs: Iterable[int]) -> ChainIndex:
+    """One streaming pass over `paths` (oldest first): see ChainIndex. Lines that are not chain
+    records are passed over."""
+    wanted = set(seqs)
+    hashes: dict[int, str] = {}
+    spans: list[FileSpan] = []
+    for path in paths:
+        first: int | None = None
+        last: int | None = None
+        try:
+            with path.open("rb") as f:
+                for line in f:
+                    parts = _split(line.rstrip(b"\n"))
+                    if parts is None:
+                        continue
+                    seq = parts[0]
+                    first = seq if first is None else first
+                    last = seq
+                    if seq in wanted:
+                        hashes[seq] = parts[2]
+        except OSError as exc:
+            raise AuditError(f"cannot read audit log: {path}: {exc.strerror}") from None
+        spans.append(FileSpan(str(path), first, last))
+    return ChainIndex(hashes, tuple(spans))
 
 
 def _numbered_lines(paths: Iterable[Path]) -> Iterator[tuple[str, int, bytes]]:

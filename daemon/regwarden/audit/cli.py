@@ -16,12 +16,15 @@ from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from ..cli import config_option, echo_json, json_option, load_or_exit
-from .chain import chain_files, verify
+from .chain import chain_files, chain_index, verify
+
+if TYPE_CHECKING:
+    from .witness import WitnessReport
 
 __all__ = ["audit"]
 
@@ -76,28 +79,101 @@ def _verify_key(key_file: Path | None, config_path: Path, config_needed: bool) -
 @click.option("--hmac-key-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="File holding the chain's HMAC key; default: read from Vault when the config sets"
                    " audit.hmac_key_vault_path.")
+@click.option("--witness", is_flag=True,
+              help="Also compare the trail with the chain heads this host wrote to Vault (audit.witness_path).")
+@click.option("--host", "witness_host", help="With --witness: whose heads (default: the config's daemon.host).")
+@click.option("--witness-since", help="With --witness: only heads Vault stored since this ISO time or duration "
+                                      "ago (7d): for trails whose older files were archived.")
+@click.option("--vault-token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --witness: read Vault with this token (an auditor's, with read on the heads) "
+                   "instead of the config's [vault].auth.")
 @json_option
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def verify_command(config_path: Path, hmac_key_file: Path | None, as_json: bool, files: tuple[Path, ...]) -> None:
-    """Check the hash chain of FILE... (oldest first); exit 1 naming the first broken record."""
+def verify_command(config_path: Path, hmac_key_file: Path | None, witness: bool, witness_host: str | None,
+                   witness_since: str | None, vault_token_file: Path | None, as_json: bool,
+                   files: tuple[Path, ...]) -> None:
+    """Check the hash chain of FILE... (oldest first); exit 1 naming the first broken record.
+
+    With --witness, exit 1 also when the trail no longer holds a head witnessed in Vault (truncated,
+    re-chained, rolled back, rotated file deleted), naming the first seq that no longer matches.
+    """
     paths = list(files) if files else _default_files(config_path)[1]
     if not paths:
         click.echo("no audit log files found", err=True)
         sys.exit(2)
     started = time.monotonic()
     result = verify(paths, key=_verify_key(hmac_key_file, config_path, config_needed=not files))
+    report = (_witness_report(config_path, paths, witness_host, witness_since, vault_token_file)
+              if witness else None)
     elapsed = time.monotonic() - started
+    ok = result.ok and (report is None or report.ok)
     if as_json:
-        echo_json({**result.as_dict(), "seconds": round(elapsed, 3)})
-    elif result.broken is not None:
-        click.echo(f"BROKEN: {result.broken}", err=True)
-        click.echo(f"{result.records} records before it verified", err=True)
+        out = {**result.as_dict(), "seconds": round(elapsed, 3)}
+        if report is not None:
+            out["witness"] = report.as_dict()
+            out["ok"] = ok
+        echo_json(out)
     else:
-        span = f"seq {result.first_seq}..{result.last_seq}" if result.records else "empty"
-        anchor = "" if result.from_genesis else " (chain starts mid-way: older files not given)"
-        click.echo(f"OK: {result.records} records, {span}, {len(paths)} file(s), "
-                   f"last hash {result.last_hash}{anchor} [{elapsed:.2f}s]")
-    sys.exit(0 if result.ok else 1)
+        if result.broken is not None:
+            click.echo(f"BROKEN: {result.broken}", err=True)
+            click.echo(f"{result.records} records before it verified", err=True)
+        else:
+            span = f"seq {result.first_seq}..{result.last_seq}" if result.records else "empty"
+            anchor = "" if result.from_genesis else " (chain starts mid-way: older files not given)"
+            click.echo(f"OK: {result.records} records, {span}, {len(paths)} file(s), "
+                       f"last hash {result.last_hash}{anchor} [{elapsed:.2f}s]")
+        if report is not None:
+            _echo_witness(report)
+    sys.exit(0 if ok else 1)
+
+
+def _witness_report(config_path: Path, paths: list[Path], host: str | None, since: str | None,
+                    token_file: Path | None) -> WitnessReport:
+    from ..config import TokenAuth
+    from ..errors import RegwardenError
+    from ..metrics import Metrics
+    from ..vault.client import VaultClient
+    from .witness import compare, head_location, read_witnessed
+
+    cfg = load_or_exit(config_path, host_checks=False)
+    if cfg.vault is None:
+        click.echo(f"{config_path}: --witness needs a [vault] table", err=True)
+        sys.exit(2)
+    vault_cfg = cfg.vault if token_file is None else \
+        cfg.vault.model_copy(update={"auth": TokenAuth(method="token", token_file=token_file)})
+    try:
+        mount, path = head_location(cfg.audit.witness_path, host or cfg.daemon.hostname)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    moment = _when(since, "--witness-since")
+    client = VaultClient(vault_cfg, Metrics())
+    try:
+        witnessed = read_witnessed(client, mount, path,
+                                   since=None if moment is None else datetime.fromisoformat(moment))
+    except RegwardenError as exc:
+        click.echo(f"cannot read the witnessed chain heads from Vault ({mount}/{path}): {exc}", err=True)
+        sys.exit(2)
+    finally:
+        client.close()
+    wanted = [w.head.seq for w in witnessed if w.head is not None]
+    return compare(chain_index(paths, wanted), witnessed)
+
+
+def _echo_witness(report: WitnessReport) -> None:
+    if not report.heads:
+        click.echo("WITNESS: no chain heads in Vault for this host", err=True)
+    for problem in report.problems:
+        click.echo(f"WITNESS: {problem}", err=True)
+    for m in report.mismatches:
+        click.echo(f"WITNESS MISMATCH ({m.kind}) from seq {m.seq}: {m.why}", err=True)
+    if report.ok and report.heads:
+        assert report.newest is not None
+        click.echo(f"WITNESS OK: {report.heads} head(s) since {report.oldest} match, newest seq "
+                   f"{report.newest.seq} witnessed at {report.newest.time}")
+    elif report.mismatches:
+        through = "nothing" if report.matched_through is None else f"seq {report.matched_through}"
+        click.echo(f"the trail matches the witness through {through}; first seq that no longer matches: "
+                   f"{report.first_bad_seq}", err=True)
 
 
 # --------------------------------------------------------------------------- reading records

@@ -34,7 +34,7 @@ from .chain import AuditWriter
 if TYPE_CHECKING:
     from ..vault.client import VaultClient
 
-__all__ = ["AuditTrail", "close_writers", "read_hmac_key", "vault_hmac_key"]
+__all__ = ["AuditTrail", "close_writers", "read_hmac_key", "vault_hmac_key", "writer_for"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +52,12 @@ def _shared_writer(path: Path, *, key: bytes | None, max_bytes: int, fsync_inter
         else:
             writer.resume_batching(fsync_interval)
         return writer
+
+
+def writer_for(path: Path) -> AuditWriter | None:
+    """The writer of the audit log `path` in this process, once the trail has opened it."""
+    with _writers_lock:
+        return _writers.get(path)
 
 
 def close_writers() -> None:

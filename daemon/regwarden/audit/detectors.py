@@ -15,6 +15,8 @@ ProtectedTagOverwritten   a push pointing a `protected_tags` tag (globs over `re
 PullFromUnlistedRegistry  the engine pulled from a registry host not in `pull_registries` (names of
                           [[registries]] or host:port; empty: rule off); labels registry, repository.
 AuditGap                  an `audit.gap` record: a source may have lost events; label source.
+AuditTrailRewritten       an `audit.witness_mismatch` record: at start the local trail did not hold the chain
+                          head Vault witnessed (truncated, re-chained, rolled back); label host.
 ImageUnsigned             an `image.signature` record with verdict unsigned (a push to a protected repository
                           without a cosign signature); labels registry, repository, digest.
 ImageSignatureInvalid     an `image.signature` record with verdict invalid (tampered, signs another
@@ -46,6 +48,7 @@ from ..events import Event, Signal, utcnow
 __all__ = [
     "AuditDetectors",
     "AuditGap",
+    "AuditTrailRewritten",
     "AuthFailureBurst",
     "ImageCheckAlert",
     "InMemoryTagMemory",
@@ -332,6 +335,32 @@ class AuditGap:
         return self._held.tick(now)
 
 
+class AuditTrailRewritten:
+    """An `audit.witness_mismatch` record: the trail on this host no longer holds what Vault witnessed."""
+
+    alertname = "AuditTrailRewritten"
+    kinds = frozenset({"audit.witness_mismatch"})
+
+    def __init__(self, hold: timedelta) -> None:
+        self._held = _Held(hold)
+
+    def observe(self, event: Event) -> list[Signal]:
+        if event.kind != "audit.witness_mismatch":
+            return []
+        reason = str(event.detail.get("reason") or "the trail does not match its witnessed head")
+        return [self._held.fire(
+            {"alertname": self.alertname, "host": event.host}, event.observed, "critical",
+            {"summary": f"Audit trail on {event.host} does not match its head witnessed in Vault",
+             "description": f"{reason}. Run `regwarden audit verify --witness` to find the first seq that no "
+                            "longer matches."})]
+
+    def restore(self, labels: dict[str, str], seen: datetime) -> None:
+        self._held.restore(labels, seen)
+
+    def tick(self, now: datetime) -> list[Signal]:
+        return self._held.tick(now)
+
+
 class ImageCheckAlert:
     """An image check's audit record (kind `kind`) whose verdict is `verdict`: the check's reason is the
     alert's description."""
@@ -397,6 +426,7 @@ def build_rules(cfg: Config, memory: TagMemory) -> list[Rule]:
         ProtectedTagOverwritten(d.protected_tags, memory, hold),
         PullFromUnlistedRegistry(allowed_pull_hosts(cfg), hold),
         AuditGap(hold),
+        AuditTrailRewritten(hold),
         *image_check_rules(hold),
     ]
 

@@ -43,7 +43,7 @@ from ..errors import ConfigError, VaultError
 from ..metrics import Metrics
 from .nodes import NodePool
 
-__all__ = ["RENEW_AT", "KvMetadata", "TokenAction", "TokenState", "VaultClient", "token_action",
+__all__ = ["RENEW_AT", "KvMetadata", "KvVersion", "TokenAction", "TokenState", "VaultClient", "token_action",
            "translate_error"]
 
 log = structlog.get_logger(__name__)
@@ -147,6 +147,15 @@ class KvMetadata(NamedTuple):
     custom_metadata: dict[str, str]
 
 
+class KvVersion(NamedTuple):
+    """One version in a KV v2 key's metadata: when Vault wrote it (its own clock), and whether it is
+    still readable."""
+
+    version: int
+    created_time: str
+    deleted: bool  # soft-deleted (deletion_time set) or destroyed
+
+
 _VENDOR_ERRORS = (hvac.exceptions.VaultError, requests.RequestException, ValueError, KeyError, TypeError)
 
 
@@ -206,6 +215,16 @@ class VaultClient:
         def read(c: Any) -> KvMetadata:
             data = c.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"]
             return KvMetadata(int(data["current_version"]), _str_dict(data.get("custom_metadata")))
+
+        return self._call("read_metadata", f"{mount}/{path}", read)
+
+    def versions(self, mount: str, path: str) -> list[KvVersion]:
+        """Every version the key still keeps (oldest first), from its metadata; no secret data is read."""
+        def read(c: Any) -> list[KvVersion]:
+            kept = c.secrets.kv.v2.read_secret_metadata(path=path, mount_point=mount)["data"].get("versions") or {}
+            return sorted(KvVersion(int(number), str(info.get("created_time") or ""),
+                                    bool(info.get("deletion_time")) or bool(info.get("destroyed")))
+                          for number, info in dict(kept).items())
 
         return self._call("read_metadata", f"{mount}/{path}", read)
 
