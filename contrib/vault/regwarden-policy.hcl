@@ -7,6 +7,7 @@
 #                                    publishes new versions with check-and-set and its bookkeeping
 #                                    (rotated_at, by, slot) in the key's custom_metadata
 #   secret/regwarden/locks/<name>    rotation locks ([vault].lock_path = "secret/regwarden/locks")
+#   secret/regwarden/audit-heads/<host>  each host's audit chain heads ([audit].witness_path)
 #   pki/                             the PKI mount of vault-pki credentials, role "regwarden-client"
 #
 # Nothing here can list, delete or destroy versions, read other teams' secrets, or change policies.
@@ -37,6 +38,15 @@ path "secret/data/regwarden/locks/*" {
 }
 path "secret/metadata/regwarden/locks/*" {
   capabilities = ["read"]
+}
+
+# Audit chain witness: each host writes its chain head as a new version of its key (KV keeps the
+# history; nothing here may delete versions or change the key's metadata, so a host cannot erase what
+# it witnessed). "read" is what the watch rule above already grants there (a more specific rule replaces
+# it, so it is repeated): the daemon compares its trail with the last head at start, and
+# `regwarden audit verify --witness` reads them all.
+path "secret/data/regwarden/audit-heads/*" {
+  capabilities = ["create", "read", "update"]
 }
 
 # vault-pki credentials: issue client certificates for the role, revoke the previous one.

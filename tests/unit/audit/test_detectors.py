@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from regwarden.audit.detectors import (
     AuditDetectors,
     AuditGap,
+    AuditTrailRewritten,
     AuthFailureBurst,
     InMemoryTagMemory,
     ProtectedTagOverwritten,
@@ -226,6 +227,19 @@ def test_audit_gap_fires_and_resolves() -> None:
     assert "engine restarted" in signals[0].annotations["description"]
     assert fired(rule.tick(T0 + HOLD)) == [(False, {"alertname": "AuditGap", "source": "docker"})]
     assert rule.observe(ev("image.pull")) == []
+
+
+def test_witness_mismatch_fires_a_critical_alert_for_the_host() -> None:
+    """An audit.witness_mismatch record fires AuditTrailRewritten (critical) with its reason; it resolves
+    after the hold and ignores other records."""
+    rule = AuditTrailRewritten(HOLD)
+    signals = rule.observe(ev("audit.witness_mismatch", source="regwarden",
+                              detail={"reason": "the trail ends at seq 3 but Vault witnessed seq 6"}))
+    assert [(s.firing, s.labels["alertname"], s.severity) for s in signals] == [
+        (True, "AuditTrailRewritten", "critical")]
+    assert "ends at seq 3" in signals[0].annotations["description"]
+    assert [s.firing for s in rule.tick(T0 + HOLD)] == [False]
+    assert rule.observe(ev("audit.gap")) == []
 
 
 # --------------------------------------------------------------------------- the component
