@@ -17,7 +17,7 @@ __all__ = ["SOURCE_COMPONENTS", "render_status", "table"]
 
 # components that are audit sources (exact names, or prefixes ending in ":")
 SOURCE_COMPONENTS = ("docker-events", "registry-log:", "registry-notifications")
-_SHOWN = frozenset({"credentials", "rotation", "probes", "alerting", "audit"})
+_SHOWN = frozenset({"credentials", "rotation", "probes", "alerting", "audit", "audit-witness"})
 
 Doc = Mapping[str, Any]
 
@@ -162,6 +162,17 @@ def _audit(components: Doc, _: datetime | None) -> str:
             f"{', HMAC' if audit.get('hmac') else ''}, {audit.get('written', 0)} written since start")
     if audit.get("error"):
         line += f"\n  ERROR: {audit['error']}"
+    witness = components.get("audit-witness")
+    if isinstance(witness, Mapping):
+        where = witness.get("vault_path") or "Vault"
+        line += (f"\n  witnessed in {where}: seq {witness['seq']} at {witness.get('written_at')}"
+                 if witness.get("seq") is not None else f"\n  witnessed in {where}: nothing yet")
+        if witness.get("failing_since"):
+            line += f"\n  WITNESS FAILING since {witness['failing_since']}: {witness.get('error')}"
+        elif witness.get("error"):
+            line += f"\n  WITNESS OFF: {witness['error']}"
+        if witness.get("mismatch"):
+            line += f"\n  WITNESS MISMATCH at start: {witness['mismatch']}"
     return line
 
 
