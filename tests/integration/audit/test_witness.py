@@ -186,7 +186,7 @@ def test_truncate_and_rechain_is_found(witnessed: Callable[..., WitnessedHost]) 
     host.stop()
     _rechain_after(host.log, 7, "forged")
     assert CliRunner().invoke(main, ["audit", "verify", "-c", str(host.config)]).exit_code == 0
-    code, out, err = host.verify()
+    code, out, _err = host.verify()
     assert code == 1 and out["witness"]["first_bad_seq"] == 10
     assert [m["kind"] for m in out["witness"]["mismatches"]] == ["rewritten"]
     assert "after seq 5" in out["witness"]["mismatches"][0]["why"]

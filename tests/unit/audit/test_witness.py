@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from regwarden.audit.chain import AuditWriter, ChainHead, RotatedFile, chain_files, chain_index, verify
-from regwarden.audit.witness import WitnessHead, Witnessed, compare, head_location, local_hash_at
+from regwarden.audit.witness import Witnessed, WitnessHead, compare, head_location, local_hash_at
 
 
 def _write(path: Path, count: int, *, max_bytes: int = 256 * 1024 * 1024, note: str = "r") -> ChainHead:
@@ -183,7 +184,7 @@ def test_writer_reports_each_rotation_with_the_closed_files_span(tmp_path: Path)
     writer.close()
     assert len(rotated) >= 2
     assert rotated[0].first_seq == 1
-    for before, after in zip(rotated, rotated[1:], strict=False):
+    for before, after in itertools.pairwise(rotated):
         assert after.first_seq == before.last.seq + 1
     oldest = chain_files(log)[0]
     span = chain_index([oldest], []).files[0]
