@@ -200,7 +200,8 @@ def compare(index: ChainIndex, witnessed: Sequence[Witnessed]) -> WitnessReport:
     newest = heads[-1].head if heads else None
     mismatches = tuple(sorted(found.values(), key=lambda m: m.seq))
     return WitnessReport(ok=bool(heads) and not mismatches, heads=len(heads),
-                         oldest=heads[0].created if heads else None, newest=newest, matched_through=matched[-1] if matched else None,
+                         oldest=heads[0].created if heads else None, newest=newest,
+                         matched_through=matched[-1] if matched else None,
                          mismatches=mismatches, problems=problems)
 
 
