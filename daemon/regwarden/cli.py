@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-__all__ = ["main"]
+__all__ = ["main", "registries_or_exit"]
 
 DEFAULT_CONFIG = "/etc/regwarden/config.toml"
 config_option = click.option(
@@ -44,6 +45,20 @@ def load_or_exit(config_path: Path, *, host_checks: bool = True) -> Any:
                 click.echo(str(problem), err=True)
             sys.exit(2)
     return cfg
+
+
+def registries_or_exit(cfg: Any, names: Sequence[str]) -> list[Any]:
+    """The [[registries]] entries named (default: all), or a message and exit 2 for an unknown or no one."""
+    known = {reg.name: reg for reg in cfg.registries}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        click.echo(f"unknown registry: {', '.join(unknown)} (configured: {', '.join(known) or 'none'})", err=True)
+        sys.exit(2)
+    chosen = [known[name] for name in names] if names else list(known.values())
+    if not chosen:
+        click.echo("no [[registries]] in the config", err=True)
+        sys.exit(2)
+    return chosen
 
 
 class LazyGroup(click.Group):
@@ -83,6 +98,7 @@ LAZY_HELP: dict[str, str] = {
     "alerts": "Test sinks, list and silence alerts.",
     "audit": "Verify, tail and query the audit trail.",
     "probe": "Probe registries once and print the verdicts.",
+    "posture": "Check the registries' security posture now (TLS, auth, default logins, exposure).",
     "rotate": "Ask the running daemon to rotate a credential now.",
     "demo": "Run a self-contained sandbox and watch regwarden work.",
     "example": "Print the shipped example config, systemd unit or Vault policy.",
@@ -94,6 +110,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "alerts": "regwarden.alerting.cli:alerts",
     "audit": "regwarden.audit.cli:audit",
     "probe": "regwarden.probe.cli:probe_command",
+    "posture": "regwarden.posture.cli:posture_command",
     "rotate": "regwarden.rotation.cli:rotate",
     "demo": "regwarden.demo.cli:demo",
     "example": "regwarden.shipped:example_command",

@@ -310,6 +310,22 @@ class RegistryConfig(_Model):
     """CA bundle of a registry with a private CA (also written to certs.d for client-certificate credentials)."""
     failures_before_alert: int = Field(default=3, ge=1)
     """Consecutive failed probes before RegistryProbeFailed fires; one success resolves it."""
+    expected_exposure: Literal["loopback", "private", "public"] | None = None
+    """Widest reach the registry may have (posture check RegistryExposed): loopback, private (RFC 1918, ULA) or
+    public. Absent: for a registry on this host, the class of the address in its url; elsewhere, not checked."""
+    check_default_credentials: bool | None = None
+    """Try the documented well-known default logins against this registry (posture check); absent: on for
+    registries whose credential regwarden manages, off for the others."""
+
+    @property
+    def private(self) -> bool:
+        """The config says the registry needs credentials (anonymous pull on it is a finding)."""
+        return self.expect_auth or self.credential is not None
+
+    @property
+    def default_credentials_check(self) -> bool:
+        return self.check_default_credentials if self.check_default_credentials is not None \
+            else self.credential is not None
 
     @property
     def host_port(self) -> str:
@@ -603,6 +619,37 @@ class ImageChecksConfig(_Model):
     """Deadline of each registry request the checks make."""
 
 
+# --------------------------------------------------------------------------- [posture]
+
+
+class PostureConfig(_Model):
+    enabled: bool = True
+    """Run the security posture checks of every [[registries]] entry (TLS, authentication, default logins,
+    exposure) on their own schedule."""
+    interval: Duration = timedelta(hours=1)
+    """How often the posture of each registry is checked (default logins at most once per interval, also across
+    restarts)."""
+    timeout: Duration = timedelta(seconds=5)
+    """Deadline of each connection and request the checks make."""
+    repository: str = "regwarden/posture-check"
+    """Repository named in the anonymous pull/push tests (a push test starts an upload and cancels it)."""
+    default_credentials_max_attempts: int | None = Field(default=None, ge=1, le=20)
+    """Most default logins tried per registry and run; must stay below [detectors].auth_failure_burst, so a
+    registry's log never shows a burst from this host. Absent: 5, or auth_failure_burst - 1 if that is less."""
+    skip: list[str] = Field(default_factory=list)
+    """Checks not run or alerted, by name (e.g. "tls_self_signed"); see `regwarden posture --checks`."""
+
+    @field_validator("skip")
+    @classmethod
+    def _known_checks(cls, value: list[str]) -> list[str]:
+        from .posture.checks import CHECKS
+
+        unknown = [name for name in value if name not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown posture checks {unknown} (known: {', '.join(CHECKS)})")
+        return value
+
+
 # --------------------------------------------------------------------------- [[sinks]]
 
 
@@ -666,8 +713,16 @@ class Config(_Model):
     """Alert grouping, repetition and delivery retries."""
     image_checks: ImageChecksConfig = Field(default_factory=ImageChecksConfig)
     """Checks of pushed images (from registry notifications): cosign signatures and a vulnerability scanner."""
+    posture: PostureConfig = Field(default_factory=PostureConfig)
+    """Security posture checks of the registry endpoints."""
     sinks: list[SinkConfig] = Field(default_factory=list)
     """Where notifications go."""
+
+    @property
+    def default_login_attempts(self) -> int:
+        """Default logins the posture check may try per registry and run."""
+        wanted = self.posture.default_credentials_max_attempts
+        return wanted if wanted is not None else max(0, min(5, self.detectors.auth_failure_burst - 1))
 
     def registry(self, name: str) -> RegistryConfig:
         return next(r for r in self.registries if r.name == name)
@@ -705,6 +760,10 @@ def _reference_problems(cfg: Config) -> Iterator[tuple[tuple[str | int, ...], st
     for index, name in enumerate(cfg.detectors.pull_registries):
         if name not in registries:
             yield ("detectors", "pull_registries", index), f"undefined registry {name!r}"
+    attempts = cfg.posture.default_credentials_max_attempts
+    if attempts is not None and attempts >= cfg.detectors.auth_failure_burst:
+        yield (("posture", "default_credentials_max_attempts"),
+               f"must stay below detectors.auth_failure_burst ({cfg.detectors.auth_failure_burst})")
     if cfg.credentials and cfg.vault is None:
         yield ("credentials",), "credentials need a [vault] table"
     used = {r.credential for r in cfg.registries}

@@ -74,6 +74,10 @@ def build_components(cfg: Config) -> list[Component]:
         # the version the credentials component applied; before that, what Docker itself would present
         applied = [credentials.applied_secret] if credentials is not None else []
         components.append(ProbeComponent(credential_lookup=first_of(*applied, docker_lookup(cfg))))
+        if cfg.posture.enabled:
+            from .posture.component import PostureComponent
+
+            components.append(PostureComponent())
     if cfg.image_checks.signatures or cfg.image_checks.scanner is not None:
         from .images.component import ImageChecks
         from .probe.lookup import docker_lookup, first_of

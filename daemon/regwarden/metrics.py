@@ -137,6 +137,22 @@ class Metrics:
             "regwarden_engine_registry_config_changes_total", "Changes of the engine's registry config seen.",
             registry=r)
 
+        # -- posture
+        self.posture_finding = Gauge(
+            "regwarden_posture_finding", "1 while a posture check finds a problem, 0 when it passes.",
+            ["registry", "check", "severity"], registry=r)
+        self.posture_runs = Counter("regwarden_posture_runs_total", "Posture runs by registry and result.",
+                                    ["registry", "result"], registry=r)
+        self.posture_check_errors = Counter(
+            "regwarden_posture_check_errors_total",
+            "Posture checks that could not finish (no answer, or an answer that made no sense), by check.",
+            ["registry", "check"], registry=r)
+        self.posture_last_run = Gauge("regwarden_posture_last_run_timestamp_seconds",
+                                      "Unix time of the last posture run.", ["registry"], registry=r)
+        self.posture_default_logins = Counter(
+            "regwarden_posture_default_login_attempts_total", "Well-known default logins tried.", ["registry"],
+            registry=r)
+
         # -- image checks
         self.image_checks = Counter("regwarden_image_checks_total", "Checks of pushed images, by check and verdict.",
                                     ["check", "verdict"], registry=r)

@@ -44,6 +44,7 @@ import structlog
 from ..component import Context, Health
 from ..config import Config
 from ..events import Event, Signal, utcnow
+from ..posture.httpscan import is_own_attempt
 
 __all__ = [
     "AuditDetectors",
@@ -131,6 +132,8 @@ class AuthFailureBurst:
 
     def observe(self, event: Event) -> list[Signal]:
         if event.kind != "auth.failure" or (addr := ip_of(event.actor.addr)) is None:
+            return []
+        if is_own_attempt(event.actor.agent):  # this process's posture scan trying default logins
             return []
         key = (event.target.registry or "", addr)
         times = self._times.setdefault(key, deque(maxlen=self._threshold))

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..cli import config_option, echo_json, json_option, load_or_exit
+from ..cli import config_option, echo_json, json_option, load_or_exit, registries_or_exit
 
 __all__ = ["probe_command", "result_row"]
 
@@ -29,15 +29,7 @@ def probe_command(config_path: Path, as_json: bool, registries: tuple[str, ...])
     from .prober import ProbeTarget, probe
 
     cfg = load_or_exit(config_path, host_checks=False)
-    known = {reg.name: reg for reg in cfg.registries}
-    unknown = [name for name in registries if name not in known]
-    if unknown:
-        click.echo(f"unknown registry: {', '.join(unknown)} (configured: {', '.join(known) or 'none'})", err=True)
-        sys.exit(2)
-    chosen = [known[name] for name in registries] if registries else list(known.values())
-    if not chosen:
-        click.echo("no [[registries]] in the config", err=True)
-        sys.exit(2)
+    chosen = registries_or_exit(cfg, registries)
     lookup = docker_lookup(cfg)
     warning = cfg.detectors.tls_expiry_warning.total_seconds()
 

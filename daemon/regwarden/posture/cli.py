@@ -1,0 +1,72 @@
+"""`regwarden posture [REGISTRY...]`: check the security posture of registries from the config now.
+
+A table of registry, check, severity, finding and fix (failed checks; `--all` shows the passed and
+unknown ones too). Default logins are tried as the config says (`check_default_credentials`), at most
+`[posture].default_credentials_max_attempts` per registry; `--no-default-logins` skips them.
+Exit status 0 when no check fails, 1 when one does, 2 for a bad config or an unknown registry.
+"""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..cli import config_option, echo_json, json_option, load_or_exit, registries_or_exit
+
+__all__ = ["posture_command"]
+
+
+@click.command("posture")
+@config_option
+@json_option
+@click.option("--all", "show_all", is_flag=True, help="Also list the checks that passed or could not tell.")
+@click.option("--no-default-logins", is_flag=True, help="Do not try the well-known default logins.")
+@click.option("--checks", "list_checks", is_flag=True, help="List the checks (name, alert, severity) and exit.")
+@click.argument("registries", nargs=-1)
+def posture_command(config_path: Path, as_json: bool, show_all: bool, no_default_logins: bool,
+                    list_checks: bool, registries: tuple[str, ...]) -> None:
+    """Check the security posture of REGISTRIES (default: every [[registries]] entry)."""
+    from ..status_view import table
+    from .checks import CHECKS
+    from .report import check_registry, outcome_row
+
+    if list_checks:
+        rows = [{"check": c.name, "alertname": c.alertname, "severity": c.severity, "title": c.title,
+                 "alerted_by": c.alerted_by} for c in CHECKS.values()]
+        if as_json:
+            echo_json(rows)
+        else:
+            click.echo(table(["check", "alert", "severity", "what it finds"],
+                             [[r["check"], r["alertname"], r["severity"], r["title"]] for r in rows]))
+        return
+    cfg = load_or_exit(config_path, host_checks=False)
+    chosen = registries_or_exit(cfg, registries)
+    warning = cfg.detectors.tls_expiry_warning.total_seconds()
+
+    def run(reg: Any) -> Any:
+        return check_registry(reg, cfg.posture, tls_warning_seconds=warning, login_attempts=cfg.default_login_attempts,
+                              try_default_logins=not no_default_logins)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(chosen))) as pool:
+        reports = list(pool.map(run, chosen))
+    rows = [outcome_row(report.registry, outcome) for report in reports for outcome in report.outcomes]
+    errors = {report.registry: list(report.errors) for report in reports if report.errors}
+    failed = any(row["state"] == "FAIL" for row in rows)
+    if as_json:
+        echo_json({"checks": rows, "errors": errors})
+    else:
+        shown = rows if show_all else [row for row in rows if row["state"] == "FAIL"]
+        if shown:
+            click.echo(table(["registry", "check", "state" if show_all else "severity", "finding", "fix"],
+                             [[r["registry"], r["check"], f"{r['state']} {r['severity'] or ''}".strip() if show_all
+                               else r["severity"], r["finding"], r["fix"]] for r in shown]))
+        else:
+            click.echo(f"no failed checks ({len(rows)} checks on {len(reports)} registries)")
+        for name, problems in sorted(errors.items()):
+            for problem in problems:
+                click.echo(f"{name}: could not check: {problem}", err=True)
+    sys.exit(1 if failed else 0)
