@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
+import warnings
 from typing import Any
 
 from cryptography import x509
@@ -95,7 +96,9 @@ def _legacy_protocols(host: str, port: int, timeout: float) -> tuple[tuple[str, 
     for name, version in _LEGACY:
         ctx = _unverified_context()
         try:
-            ctx.minimum_version = ctx.maximum_version = version
+            with warnings.catch_warnings():  # deprecated is what is being looked for
+                warnings.simplefilter("ignore", DeprecationWarning)
+                ctx.minimum_version = ctx.maximum_version = version
             ctx.set_ciphers("ALL:@SECLEVEL=0")
         except (ValueError, ssl.SSLError):
             untested.append(name)
