@@ -266,8 +266,8 @@ def _auth_outcomes(auth: AuthScan | None, private: bool) -> dict[str, Outcome]:
     if insecure_realm:
         from urllib.parse import urlsplit
 
-        realm_host = (urlsplit(str(auth.realm)).netloc or "?").lower()
-        same = realm_host == auth.registry_host.lower()
+        realm_host = (urlsplit(str(auth.realm)).hostname or "?").lower()
+        same = realm_host == (urlsplit(f"//{auth.registry_host}").hostname or "").lower()
         where = "the registry's own host" if same else f"another host ({realm_host})"
         detail = f"token realm {auth.realm} is plain HTTP on {where}"
     else:

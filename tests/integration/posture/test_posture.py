@@ -17,8 +17,10 @@ import ipaddress
 import json
 import secrets
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -29,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from regwarden.config import load_config
 from regwarden.daemon import Daemon
+from regwarden.demo.processes import tcp_open
 from regwarden.posture.checks import CHECKS
 from regwarden.posture.component import PostureComponent
 from tests.integration.alerting.test_alertmanager_pipeline import am_alerts
@@ -36,14 +39,15 @@ from tests.integration.harness import (
     Alertmanager,
     Process,
     RegistryServer,
+    RegistryTLS,
     binary,
     daemon_table,
     free_port,
     make_certificates,
     running,
-    tcp_open,
     wait_for,
 )
+from tests.integration.token_realm import ISSUER, SERVICE, TokenRealm
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +234,54 @@ def _bound_to_loopback(port: int) -> bool:
     local = {line.split()[3] for line in out.splitlines()}
     return local == {f"127.0.0.1:{port}"}
 
+
+
+def token_registry(workdir: Path, realm: TokenRealm, tls: RegistryTLS) -> RegistryServer:
+    workdir.mkdir()
+    registry = RegistryServer(workdir, auth=False, tls=tls)
+    config = json.loads(registry.config_path.read_text())
+    config["auth"] = {"token": {"realm": realm.url, "service": SERVICE, "issuer": ISSUER,
+                                "rootcertbundle": str(realm.bundle)}}
+    registry.config_path.write_text(json.dumps(config))
+    return registry
+
+
+def posture_cli(config: Path) -> tuple[int, dict[str, Any]]:
+    run = subprocess.run([sys.executable, "-m", "regwarden", "posture", "--json", "-c", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode in (0, 1), run.stderr
+    return run.returncode, json.loads(run.stdout)
+
+
+def test_token_realm_over_http_anonymous_pull_and_host_name_by_the_cli(tmp_path: Path) -> None:
+    """A TLS registry whose certificate names another address, with a token realm over plain HTTP that
+    grants anonymous pull: three findings; with the realm granting nothing anonymously, anonymous_pull
+    clears (exit status 1 while any check fails)."""
+    certs = make_certificates(tmp_path / "pki", "127.0.0.2", days=60)  # the url says 127.0.0.1
+    tls = RegistryTLS(certs.server_cert, certs.server_key)
+    config = tmp_path / "config.toml"
+    with TokenRealm(tmp_path, None, "ci", secrets.token_urlsafe(12), anonymous_actions=["pull"]) as realm:
+        registry = token_registry(tmp_path / "registry", realm, tls)
+        with running(registry):
+            config.write_text(daemon_table(tmp_path, free_port()) + f"""
+[[registries]]
+name = "tok"
+url = "{registry.url}"
+ca_cert = "{certs.ca}"
+expect_auth = true
+check_default_credentials = true
+""")
+            status, report = posture_cli(config)
+            failed = {row["check"] for row in report["checks"] if row["state"] == "FAIL"}
+            assert (status, failed) == (1, {"tls_hostname_mismatch", "token_realm_insecure", "anonymous_pull"})
+            assert report["errors"] == {}
+            rows = {row["check"]: row for row in report["checks"]}
+            assert "the registry's own host" in rows["token_realm_insecure"]["finding"]
+            assert "127.0.0.2" in rows["tls_hostname_mismatch"]["finding"]
+            assert rows["tls_untrusted_chain"]["state"] == rows["tls_self_signed"]["state"] == "pass"
+            assert rows["default_credentials"]["state"] == "pass"  # the realm refuses every default pair
+
+            realm.anonymous_actions = []
+            status, report = posture_cli(config)
+            failed = {row["check"] for row in report["checks"] if row["state"] == "FAIL"}
+            assert (status, failed) == (1, {"tls_hostname_mismatch", "token_realm_insecure"})

@@ -107,7 +107,10 @@ def test_auth_findings(auth: AuthScan, private: bool, expected: set[str]) -> Non
 def test_insecure_realm_says_which_host() -> None:
     auth = AuthScan(v2_status=401, open=False, schemes=("bearer",), realm="http://auth.example:5001/token",
                     registry_host="reg.example:5000")
-    assert "another host (auth.example:5001)" in outcomes(auth=auth)["token_realm_insecure"].detail
+    assert "another host (auth.example)" in outcomes(auth=auth)["token_realm_insecure"].detail
+    same = AuthScan(v2_status=401, open=False, schemes=("bearer",), realm="http://REG.example:5001/token",
+                    registry_host="reg.example:5000")
+    assert "on the registry's own host" in outcomes(auth=same)["token_realm_insecure"].detail
 
 
 def test_default_credentials_unknown_when_not_tried() -> None:
