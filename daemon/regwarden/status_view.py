@@ -1,10 +1,10 @@
 """Human tables for `regwarden status`, from the daemon's /v1/status JSON.
 
 One table per concern, built from the components' `status()` dicts: credentials (the `credentials`
-watch joined with `rotation`), endpoints (`probes`), sources (`docker-events`, `registry-log:*`,
-`registry-notifications`), sinks and active alerts (`alerting`), then the audit chain head and any
-other component as `key: value` lines. Times are shown relative to the document's own clock
-(`started + uptime_seconds`), so the same document always renders the same text.
+watch joined with `rotation`), endpoints (`probes`), posture findings (`posture`), sources
+(`docker-events`, `registry-log:*`, `registry-notifications`), sinks and active alerts (`alerting`),
+then the audit chain head and any other component as `key: value` lines. Times are shown relative to
+the document's own clock (`started + uptime_seconds`), so the same document always renders the same text.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ __all__ = ["SOURCE_COMPONENTS", "render_status", "table"]
 
 # components that are audit sources (exact names, or prefixes ending in ":")
 SOURCE_COMPONENTS = ("docker-events", "registry-log:", "registry-notifications")
-_SHOWN = frozenset({"credentials", "rotation", "probes", "alerting", "audit", "audit-witness"})
+_SHOWN = frozenset({"credentials", "rotation", "probes", "posture", "alerting", "audit", "audit-witness"})
 
 Doc = Mapping[str, Any]
 
@@ -34,7 +34,7 @@ def render_status(status: Doc) -> str:
     now = _now(status)
     components: Doc = status.get("components") or {}
     out = [_header(status)]
-    for section in (_vault, _credentials, _endpoints, _sources, _sinks, _alerts, _audit):
+    for section in (_vault, _credentials, _endpoints, _posture, _sources, _sinks, _alerts, _audit):
         text = section(components, now)
         if text:
             out.append(text)
@@ -114,6 +114,28 @@ def _endpoints(components: Doc, now: datetime | None) -> str:
                      _when(probe.get("last_probe"), now), _reason(probe)])
     return "ENDPOINTS\n" + table(["registry", "state", "latency", "tls days", "auth", "last probe", "reason"],
                                  rows)
+
+
+def _posture(components: Doc, now: datetime | None) -> str:
+    posture: Doc = components.get("posture") or {}
+    if not posture:
+        return ""
+    rows: list[list[Any]] = []
+    notes: list[str] = []
+    for name, entry in sorted(posture.items()):
+        if entry.get("state") == "pending":
+            notes.append(f"  {name}: not checked yet")
+            continue
+        checks = entry.get("checks") or {}
+        notes.append(f"  {name}: {checks.get('pass', 0)} passed, {checks.get('fail', 0)} failed,"
+                     f" {checks.get('unknown', 0)} unknown, checked {_when(entry.get('last_run'), now)}")
+        notes.extend(f"    could not check: {error}" for error in entry.get("errors") or [])
+        rows.extend([name, f.get("check"), f.get("severity"), _first_line(f.get("finding"))]
+                    for f in entry.get("findings") or [])
+    text = "POSTURE\n" + "\n".join(notes)
+    if rows:
+        text += "\n" + table(["registry", "check", "severity", "finding"], rows)
+    return text
 
 
 def _sources(components: Doc, _: datetime | None) -> str:
