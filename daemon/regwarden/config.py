@@ -288,6 +288,16 @@ class DockerConfig(_Model):
     insecure_registries_allowed: list[str] = Field(default_factory=list)
     """Insecure registries (host:port, host or CIDR) expected in the engine's config; others raise
     DockerInsecureRegistry. Loopback is always expected."""
+    daemon_json: Path = Path("/etc/docker/daemon.json")
+    """The engine's daemon.json; its tcp:// `hosts` are among the endpoints checked for an API open without
+    TLS or client certificates (DockerDaemonTCPPlain, DockerDaemonTCPNoClientAuth)."""
+    content_trust_required: bool = False
+    """Raise DockerContentTrustNotEnforced unless DOCKER_CONTENT_TRUST is on in systemd's DefaultEnvironment
+    (or /etc/environment)."""
+    static_credential_scan: list[str] = Field(
+        default_factory=lambda: ["/root/.docker/config.json", "/home/*/.docker/config.json"])
+    """Docker client configs (globs) searched for static credentials of registries regwarden manages
+    (DockerStaticCredential); the client_configs regwarden keeps are skipped. Empty: not searched."""
 
 
 # --------------------------------------------------------------------------- [[registries]]

@@ -3,8 +3,11 @@
 Every `[docker].engine_audit_interval`: insecure registries (CIDRs and `IndexConfigs` with
 `Secure: false`) outside `[docker].insecure_registries_allowed` — loopback (127.0.0.0/8, ::1), which the
 engine always lists, is expected — mirrors over plain HTTP and mirrors whose `/v2/` does not answer.
-Each finding is a Signal (resolved when it goes away). A change of the engine's registry config since it
-was last seen (its digest is kept in the state store, across restarts) is an Event
+The same audit checks what `docker info` does not show (`host_checks`): the daemon's TCP socket answering
+without TLS or without a client certificate, `DOCKER_CONTENT_TRUST` not set for services (where
+`[docker].content_trust_required`), and static credentials in other config.json files for a registry whose
+credential regwarden manages. Each finding is a Signal (resolved when it goes away). A change of the engine's
+registry config since it was last seen (its digest is kept in the state store, across restarts) is an Event
 `engine.registry_config_changed` carrying the diff.
 
 The pure parts (`normalize`, `config_digest`, `insecure_findings`, `mirror_findings`, `config_diff`) take
@@ -22,7 +25,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
 
@@ -31,31 +35,74 @@ from ..errors import DockerError
 from ..events import Event, Signal
 from ..probe.model import ProbeResult
 from ..probe.prober import ProbeTarget, probe
+from .client_config import hostname_of_key, registry_key
+from .host_checks import (
+    ApiExposure,
+    StaticCredential,
+    content_trust,
+    daemon_tcp_endpoints,
+    probe_docker_api,
+    scan_static_credentials,
+)
 
 __all__ = [
+    "ALERTS",
     "EXPECTED_INSECURE",
+    "FIXES",
+    "SEVERITY",
     "EngineAudit",
     "EngineFinding",
     "config_diff",
     "config_digest",
+    "engine_findings",
     "engine_registry_config",
     "insecure_findings",
     "mirror_findings",
     "normalize",
+    "static_credential_findings",
+    "tcp_findings",
 ]
 
+if TYPE_CHECKING:
+    from ..config import Config
+
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 # the engine always treats loopback registries as insecure; that is its default, not a finding
 EXPECTED_INSECURE: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
 CURSOR = "docker.engine_registry_config"
-FindingKind = Literal["insecure_registry", "mirror_plain_http", "mirror_unreachable"]
-_ALERTS: dict[str, str] = {
+FindingKind = Literal["insecure_registry", "mirror_plain_http", "mirror_unreachable", "daemon_tcp_plain",
+                      "daemon_tcp_no_client_auth", "content_trust_not_enforced", "static_credential"]
+ALERTS: dict[str, str] = {
     "insecure_registry": "DockerInsecureRegistry",
     "mirror_plain_http": "DockerMirrorPlainHTTP",
     "mirror_unreachable": "DockerMirrorUnreachable",
+    "daemon_tcp_plain": "DockerDaemonTCPPlain",
+    "daemon_tcp_no_client_auth": "DockerDaemonTCPNoClientAuth",
+    "content_trust_not_enforced": "DockerContentTrustNotEnforced",
+    "static_credential": "DockerStaticCredential",
 }
-_KINDS: tuple[FindingKind, ...] = ("insecure_registry", "mirror_plain_http", "mirror_unreachable")
+_KINDS: tuple[FindingKind, ...] = ("insecure_registry", "mirror_plain_http", "mirror_unreachable", "daemon_tcp_plain",
+                                   "daemon_tcp_no_client_auth", "content_trust_not_enforced", "static_credential")
+# the label naming a finding's subject; severity and fix per kind (shown by `regwarden posture`)
+_LABEL: dict[str, str] = {"mirror_plain_http": "mirror", "mirror_unreachable": "mirror", "daemon_tcp_plain": "endpoint",
+                          "daemon_tcp_no_client_auth": "endpoint", "content_trust_not_enforced": "scope",
+                          "static_credential": "location"}
+SEVERITY: dict[str, Literal["warning", "critical"]] = {"daemon_tcp_plain": "critical",
+                                                       "daemon_tcp_no_client_auth": "critical"}
+FIXES: dict[str, str] = {
+    "insecure_registry": "remove it from insecure-registries in daemon.json (or allow it in "
+                         "[docker].insecure_registries_allowed)",
+    "mirror_plain_http": "use an https:// registry mirror",
+    "mirror_unreachable": "repair or remove the registry mirror",
+    "daemon_tcp_plain": "listen on the unix socket only, or use --tlsverify with client certificates",
+    "daemon_tcp_no_client_auth": "add --tlsverify and --tlscacert so that only certified clients get in",
+    "content_trust_not_enforced": "set DefaultEnvironment=DOCKER_CONTENT_TRUST=1 in a "
+                                  "/etc/systemd/system.conf.d/ drop-in (or in /etc/environment)",
+    "static_credential": "remove the entry (docker logout) and let regwarden keep the credential",
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +114,10 @@ class EngineFinding:
     @property
     def key(self) -> str:
         return f"{self.kind}:{self.subject}"
+
+    @property
+    def severity(self) -> Literal["warning", "critical"]:
+        return SEVERITY.get(self.kind, "warning")
 
 
 # --------------------------------------------------------------------------- pure parts
@@ -132,6 +183,32 @@ def mirror_findings(normalized: Mapping[str, Any], unreachable: Mapping[str, str
             findings.append(EngineFinding("mirror_unreachable", url,
                                           f"registry mirror {url} does not answer: {unreachable[url]}"))
     return findings
+
+
+def tcp_findings(exposures: Mapping[tuple[str, int], ApiExposure]) -> list[EngineFinding]:
+    """The endpoints (as bound) where the Docker API answered a client without credentials."""
+    findings = []
+    for (address, port), how in sorted(exposures.items()):
+        endpoint = f"tcp://[{address}]:{port}" if ":" in address else f"tcp://{address}:{port}"
+        if how == "plain":
+            findings.append(EngineFinding("daemon_tcp_plain", endpoint,
+                                          f"the Docker API answers plain HTTP on {endpoint}: whoever reaches it is "
+                                          f"root on this host"))
+        elif how == "tls_no_client_auth":
+            findings.append(EngineFinding("daemon_tcp_no_client_auth", endpoint,
+                                          f"the Docker API on {endpoint} answers over TLS without a client "
+                                          f"certificate: whoever reaches it is root on this host"))
+    return findings
+
+
+def static_credential_findings(found: Iterable[StaticCredential], managed: Mapping[str, str]) -> list[EngineFinding]:
+    """`managed`: auths key → registry name, for the registries whose credential regwarden keeps."""
+    by_host = {hostname_of_key(key): name for key, name in managed.items()}
+    return [EngineFinding("static_credential", credential.location,
+                          f"{credential.location} holds a static credential for registry "
+                          f"{by_host.get(hostname_of_key(credential.key), credential.key)}, whose credential "
+                          f"regwarden manages: that copy never rotates")
+            for credential in found]
 
 
 def all_mirrors(normalized: Mapping[str, Any]) -> list[str]:
@@ -228,6 +305,60 @@ InfoFunction = Callable[[], Mapping[str, Any]]
 MirrorProbe = Callable[[ProbeTarget], ProbeResult]
 
 
+def engine_findings(cfg: Config, normalized: Mapping[str, Any], *, mirror_probe: MirrorProbe = probe,
+                    root: Path = Path("/")) -> tuple[list[EngineFinding], list[str]]:
+    """Every finding of one audit of the engine whose registry config is `normalized`, and the client
+    configs that could not be searched (unreadable, not JSON) with why."""
+    docker_cfg = cfg.docker
+    assert docker_cfg is not None
+    timeout = docker_cfg.timeout.total_seconds()
+    unreachable = _unreachable_mirrors(all_mirrors(normalized), timeout, mirror_probe)
+    findings = insecure_findings(normalized, docker_cfg.insecure_registries_allowed) + \
+        mirror_findings(normalized, unreachable)
+    # what `docker info` does not show: the daemon's TCP socket, content trust, static credentials
+    endpoints = daemon_tcp_endpoints(docker_cfg.host, _daemon_json(docker_cfg.daemon_json), proc=root / "proc")
+    findings += tcp_findings(dict(zip(endpoints, _parallel(
+        lambda endpoint: probe_docker_api(endpoint[0], endpoint[1], timeout), endpoints), strict=True)))
+    if docker_cfg.content_trust_required:
+        trust = content_trust(root)
+        if not trust.enabled:
+            findings.append(EngineFinding("content_trust_not_enforced", "services",
+                                          f"Docker content trust is not enforced: {trust.where}"))
+    managed = {registry_key(str(reg.url)): reg.name for reg in cfg.registries if reg.credential}
+    problems: list[str] = []
+    if managed and docker_cfg.static_credential_scan:
+        found, problems = scan_static_credentials(docker_cfg.static_credential_scan, docker_cfg.client_configs,
+                                                  managed)
+        findings += static_credential_findings(found, managed)
+    return findings, problems
+
+
+def _parallel(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        return list(pool.map(function, items))
+
+
+def _daemon_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("engine_audit_daemon_json_unreadable", path=str(path),
+                    error=getattr(exc, "strerror", None) or "not valid JSON")
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def _unreachable_mirrors(mirrors: list[str], timeout: float, mirror_probe: MirrorProbe) -> dict[str, str]:
+    results = _parallel(mirror_probe, [ProbeTarget(f"mirror {url}", url, timeout) for url in mirrors])
+    # a mirror that asks for credentials still answers; only endpoint failures count
+    return {url: f"{r.failed_phase}: {r.reason}" for url, r in zip(mirrors, results, strict=True)
+            if r.failed_phase is not None and r.failed_phase != "auth"}
+
+
 @dataclass(frozen=True)
 class AuditReport:
     at: datetime
@@ -243,9 +374,11 @@ class EngineAudit:
     name = "engine-audit"
 
     def __init__(self, info_function: InfoFunction | None = None,
-                 mirror_probe: MirrorProbe = probe) -> None:
+                 mirror_probe: MirrorProbe = probe, *, root: Path = Path("/")) -> None:
         self._info = info_function
         self._probe = mirror_probe
+        self._root = root  # where /proc and /etc are read from (tests: a prepared tree)
+        self._scan_problems: list[str] = []
         self._ctx: Context | None = None
         self._last: AuditReport | None = None
         self._error: str | None = None
@@ -280,7 +413,9 @@ class EngineAudit:
                 "insecure_cidrs": report.config["insecure_cidrs"],
                 "insecure_registries": report.config["insecure_registries"],
                 "mirrors": all_mirrors(report.config),
-                "findings": [{"kind": f.kind, "subject": f.subject, "detail": f.detail} for f in report.findings],
+                "findings": [{"kind": f.kind, "subject": f.subject, "severity": f.severity, "detail": f.detail}
+                             for f in report.findings],
+                "static_credential_scan_errors": list(self._scan_problems),
             })
         return out
 
@@ -311,9 +446,11 @@ class EngineAudit:
         at = datetime.now(UTC)
         config = normalize(self._info())
         digest = config_digest(config)
-        unreachable = self._unreachable_mirrors(all_mirrors(config), ctx.config.docker.timeout.total_seconds())
-        findings = insecure_findings(config, ctx.config.docker.insecure_registries_allowed) + \
-            mirror_findings(config, unreachable)
+        findings, problems = engine_findings(ctx.config, config, mirror_probe=self._probe, root=self._root)
+        if problems != self._scan_problems:
+            for problem in problems:
+                log.warning("engine_audit_config_unreadable", problem=problem)
+        self._scan_problems = problems
         stored = ctx.state.get_cursor(CURSOR)
         previous: dict[str, Any] = stored if isinstance(stored, dict) else {}
         changed = None
@@ -332,16 +469,6 @@ class EngineAudit:
         log.info("engine_audit_finished", digest=digest, findings=[f.key for f in findings])
         return AuditReport(at, config, digest, findings, changed)
 
-    def _unreachable_mirrors(self, mirrors: list[str], timeout: float) -> dict[str, str]:
-        if not mirrors:
-            return {}
-        targets = [ProbeTarget(f"mirror {url}", url, timeout) for url in mirrors]
-        with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
-            results = list(pool.map(self._probe, targets))
-        # a mirror that asks for credentials still answers; only endpoint failures count
-        return {url: f"{r.failed_phase}: {r.reason}" for url, r in zip(mirrors, results, strict=True)
-                if r.failed_phase is not None and r.failed_phase != "auth"}
-
     def _signal(self, ctx: Context, findings: list[EngineFinding], before: set[str], at: datetime) -> None:
         """Fire new findings, resolve gone ones; the first audit after a start states every current one."""
         current = {f.key: f for f in findings}
@@ -356,9 +483,8 @@ class EngineAudit:
 
 
 def _signal(host: str, kind: str, subject: str, detail: str, *, firing: bool, at: datetime) -> Signal:
-    label = "mirror" if kind.startswith("mirror") else "registry"
-    return Signal(labels={"alertname": _ALERTS.get(kind, "DockerEngineRegistryConfig"), label: subject,
-                          "host": host},
-                  firing=firing, severity="warning", at=at,
+    return Signal(labels={"alertname": ALERTS.get(kind, "DockerEngineRegistryConfig"),
+                          _LABEL.get(kind, "registry"): subject, "host": host},
+                  firing=firing, severity=SEVERITY.get(kind, "warning"), at=at,
                   annotations={"summary": detail, "engine_host": host})
 
