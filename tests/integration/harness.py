@@ -399,13 +399,25 @@ class OpenBaoCluster:
             process.stop()
 
     def wait_healthy(self, timeout: float = 60) -> int:
-        """Wait until every node answers, one active and the rest standby; returns the active index."""
+        """Wait until every node answers, one active and the rest standby, every node names the same
+        leader (a standby that has not learned it answers forwarded requests with 500), all raft voters;
+        returns the active index."""
         def healthy() -> bool:
             states = sorted(self.health(i) for i in range(len(self.processes)))
-            return states == [200] + [429] * (len(states) - 1) and self._voters() == len(states)
+            return states == [200] + [429] * (len(states) - 1) and self._one_leader() and \
+                self._voters() == len(states)
 
         wait_for("every node unsealed, one active, all raft voters", healthy, timeout)
         return self.active()
+
+    def _one_leader(self) -> bool:
+        leaders = set()
+        for address in self.addresses:
+            answer = requests.get(f"{address}/v1/sys/leader", timeout=2).json()
+            if not answer.get("leader_cluster_address"):
+                return False
+            leaders.add(answer.get("leader_address"))
+        return len(leaders) == 1
 
     def _voters(self) -> int:
         config = self.client().sys.read_raft_config()["data"]["config"]

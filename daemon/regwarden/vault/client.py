@@ -17,7 +17,10 @@ client logs in once more (re-reading the token file, role-id and secret-id files
 With several `[vault].address` entries (the nodes of an HA cluster) every request goes to the node
 that answered last; on a connection error, timeout, 5xx (sealed, standby without a leader) or 429 the
 same request is sent to the next node not in back-off (`NodePool`). The token is the cluster's, so it
-is shared by every node's connection and renewals go wherever requests go.
+is shared by every node's connection and renewals go wherever requests go. Every request carries the
+newest storage index the cluster has answered with (`StorageIndex`, see `nodes`), so that a standby
+never answers from an older state than this client has already seen; a 412 (a standby that can neither
+reach that index nor forward) moves the request to the next node like a 5xx.
 
 Error messages carry the operation, the KV path, the HTTP status and Vault's short error text
 (scrubbed), never request bodies, tokens or response text.
@@ -41,7 +44,7 @@ from .. import redact
 from ..config import AppRoleAuth, CertAuth, TokenAuth, VaultConfig, read_secret
 from ..errors import ConfigError, VaultError
 from ..metrics import Metrics
-from .nodes import NodePool
+from .nodes import NodePool, StorageIndex
 
 __all__ = ["RENEW_AT", "KvMetadata", "KvVersion", "TokenAction", "TokenState", "VaultClient", "token_action",
            "translate_error"]
@@ -136,7 +139,29 @@ def translate_error(operation: str, what: str, exc: Exception) -> VaultError:
 
 
 def _unreachable(err: VaultError) -> bool:
-    return err.retryable and (err.status is None or err.status >= 500 or err.status == 429)
+    """The node could not serve the request (another node may): no answer, 5xx, 429, or 412 (a standby
+    behind the storage index we sent). KV's check-and-set mismatch is a 400, never a 412."""
+    return (err.retryable and (err.status is None or err.status >= 500 or err.status == 429)) or err.status == 412
+
+
+class _IndexedSession(requests.Session):
+    """A session that sends the cluster's newest storage index with each request and keeps the one
+    each answer carries (shared by the sessions of every node of one cluster)."""
+
+    def __init__(self, index: StorageIndex, *, verify: str | bool, cert: tuple[str, str] | None) -> None:
+        super().__init__()
+        self._index = index
+        # hvac takes verify and cert from a session it is given (over its own arguments): set them here
+        self.verify, self.cert = verify, cert
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        value = self._index.value
+        if value is not None:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), "X-Vault-Index": value,
+                                 "X-Vault-Inconsistent": "forward-active-node"}
+        response = super().request(method, url, *args, **kwargs)
+        self._index.observe(response.headers.get("X-Vault-Index"))
+        return response
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -170,8 +195,11 @@ class VaultClient:
         self._auth_lock = threading.RLock()
         self._state_lock = threading.Lock()
         cert = (str(cfg.auth.cert_file), str(cfg.auth.key_file)) if isinstance(cfg.auth, CertAuth) else None
-        self._nodes = [hvac.Client(url=address, verify=str(cfg.ca_cert) if cfg.ca_cert else True,
-                                   timeout=cfg.timeout.total_seconds(), namespace=cfg.namespace, cert=cert)
+        self.storage_index = StorageIndex()
+        verify: str | bool = str(cfg.ca_cert) if cfg.ca_cert else True
+        self._nodes = [hvac.Client(url=address, verify=verify, timeout=cfg.timeout.total_seconds(),
+                                   namespace=cfg.namespace, cert=cert,
+                                   session=_IndexedSession(self.storage_index, verify=verify, cert=cert))
                        for address in cfg.address]
         self.token: TokenState | None = None
         self.up: bool | None = None  # None until the first answer or failure

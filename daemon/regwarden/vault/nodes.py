@@ -7,15 +7,62 @@ refused, timeout, 5xx (sealed, no active leader, bad gateway), 429. A failed nod
 its own back-off delay has passed (1 s doubling up to `retry_max`, full jitter); a node that answers
 again is reset. When every node is backing off, nothing is sent until the earliest of them is due:
 a fleet that lost its whole cluster retries at the back-off rhythm, not in a storm.
+
+A standby's replica lags the active node: read right after a write, it answers the old state (measured
+on the test cluster: 200 of 200 reads of a key just written, through another standby). `StorageIndex`
+keeps the highest storage index the cluster has shown this client (`X-Vault-Index` on every answer);
+the client sends it back with `X-Vault-Inconsistent: forward-active-node`, so a standby that has not
+applied that index yet forwards the request to the active node (OpenBao's index headers, the same
+names as Vault Enterprise's). Reads are then never older than this client's own last write or read,
+on whichever node they land: a watch cannot go back a version, and the read-back after an ambiguous
+write sees it. A server that does not know the headers ignores them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import threading
 from dataclasses import dataclass, field
 
 from ..backoff import Backoff
 
-__all__ = ["NodePool"]
+__all__ = ["NodePool", "StorageIndex"]
+
+
+def _index_key(value: str) -> tuple[str, int] | None:
+    """OpenBao's index (base64 of `{"cluster": ID, "value": "N"}`) as (cluster, N); None if it is not that."""
+    try:
+        doc = json.loads(base64.b64decode(value, validate=True))
+        return str(doc["cluster"]), int(doc["value"])
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeDecodeError):
+        return None
+
+
+class StorageIndex:
+    """The newest storage index seen from the cluster (thread-safe: answers arrive in any order)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: str | None = None
+        self._key: tuple[str, int] | None = None
+
+    @property
+    def value(self) -> str | None:
+        with self._lock:
+            return self._value
+
+    def observe(self, value: str | None) -> None:
+        """Keep `value` if it is newer than what is kept. An index of another cluster (the cluster was
+        rebuilt) replaces it; one that cannot be read (another server's opaque format) is kept as the
+        latest, since it cannot be compared."""
+        if not value or len(value) > 4096:
+            return
+        key = _index_key(value)
+        with self._lock:
+            if key is None or self._key is None or key[0] != self._key[0] or key[1] > self._key[1]:
+                self._value, self._key = value, key
 
 
 @dataclass

@@ -1,12 +1,15 @@
-"""Failover across the nodes of a Vault cluster: which node is tried, which is skipped, and for how long."""
+"""Failover across the nodes of a Vault cluster: which node is tried, which is skipped, and for how long;
+the storage index sent back for read-your-writes across nodes."""
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 
 import pytest
 
-from regwarden.vault.nodes import NodePool
+from regwarden.vault.nodes import NodePool, StorageIndex
 
 NODES = ("http://a:8200", "http://b:8200", "http://c:8200")
 
@@ -86,3 +89,31 @@ def test_a_pool_needs_an_address() -> None:
     """An empty address list is refused at construction."""
     with pytest.raises(ValueError, match="at least one address"):
         NodePool(())
+
+
+def _index(cluster: str, value: int) -> str:
+    return base64.b64encode(json.dumps({"cluster": cluster, "value": str(value)}).encode()).decode()
+
+
+def test_storage_index_keeps_the_newest_of_answers_in_any_order() -> None:
+    index = StorageIndex()
+    assert index.value is None
+    for value in (5, 9, 7):
+        index.observe(_index("c1", value))
+    assert index.value == _index("c1", 9)
+    index.observe(None)
+    index.observe("")
+    assert index.value == _index("c1", 9)
+
+
+def test_storage_index_of_a_rebuilt_cluster_or_an_opaque_one_replaces_it() -> None:
+    index = StorageIndex()
+    index.observe(_index("c1", 90))
+    index.observe(_index("c2", 3))  # a new cluster starts again from low indexes
+    assert index.value == _index("c2", 3)
+    index.observe("not-base64-json")  # another server's format: cannot compare, the latest wins
+    assert index.value == "not-base64-json"
+    index.observe(_index("c2", 4))
+    assert index.value == _index("c2", 4)
+    index.observe("x" * 5000)  # absurdly long: ignored
+    assert index.value == _index("c2", 4)
