@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 import structlog
 
@@ -84,8 +84,7 @@ ALERTS: dict[str, str] = {
     "content_trust_not_enforced": "DockerContentTrustNotEnforced",
     "static_credential": "DockerStaticCredential",
 }
-_KINDS: tuple[FindingKind, ...] = ("insecure_registry", "mirror_plain_http", "mirror_unreachable", "daemon_tcp_plain",
-                                   "daemon_tcp_no_client_auth", "content_trust_not_enforced", "static_credential")
+_KINDS: tuple[FindingKind, ...] = get_args(FindingKind)
 # the label naming a finding's subject; severity and fix per kind (shown by `regwarden posture`)
 _LABEL: dict[str, str] = {"mirror_plain_http": "mirror", "mirror_unreachable": "mirror", "daemon_tcp_plain": "endpoint",
                           "daemon_tcp_no_client_auth": "endpoint", "content_trust_not_enforced": "scope",

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from ..posture.sockets import parse_proc_net_tcp
-from .client_config import hostname_of_key
+from ..posture.sockets import holder, read_or_empty, tcp_listeners
+from .client_config import shadowing_keys
 
 __all__ = [
     "DOCKER_TCP_PORTS",
@@ -52,7 +52,6 @@ __all__ = [
 
 DOCKER_TCP_PORTS = (2375, 2376)
 ApiExposure = Literal["plain", "tls_no_client_auth", "protected", "not_docker", "unreachable"]
-_CREDENTIAL_FIELDS = ("auth", "identitytoken", "password", "registrytoken")
 
 
 # --------------------------------------------------------------------------- the daemon's TCP socket
@@ -80,23 +79,11 @@ def daemon_json_hosts(doc: object) -> list[str]:
 
 def _unix_socket_inode(proc: Path, path: str) -> int | None:
     """The inode of the listening unix socket bound to `path` (/proc/net/unix: last field is the path)."""
-    for line in _read(proc / "net" / "unix").splitlines()[1:]:
+    for line in read_or_empty(proc / "net" / "unix").splitlines()[1:]:
         fields = line.split()
         if len(fields) >= 8 and fields[-1] == path:
             with contextlib.suppress(ValueError):
                 return int(fields[6])
-    return None
-
-
-def _pid_holding(proc: Path, inode: int) -> Path | None:
-    wanted = f"socket:[{inode}]"
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in os.scandir(entry / "fd"):
-                if os.readlink(fd.path) == wanted:
-                    return entry
     return None
 
 
@@ -119,12 +106,11 @@ def daemon_tcp_endpoints(engine_host: str, daemon_json: Mapping[str, object] | N
         endpoint = tcp_endpoint(url)
         if endpoint is not None:
             found.add(endpoint)
-    listeners = [entry for name, v6 in (("tcp", False), ("tcp6", True))
-                 for entry in parse_proc_net_tcp(_read(proc / "net" / name), ipv6=v6)]
+    listeners = tcp_listeners(proc)
     found |= {(entry.address, entry.port) for entry in listeners if entry.port in DOCKER_TCP_PORTS}
     if engine_host.startswith("unix://"):
         inode = _unix_socket_inode(proc, engine_host.removeprefix("unix://"))
-        owner = _pid_holding(proc, inode) if inode is not None else None
+        owner = holder(proc, {inode}) if inode is not None else None
         if owner is not None:
             held = _socket_inodes(owner)
             found |= {(entry.address, entry.port) for entry in listeners if entry.inode in held}
@@ -243,12 +229,12 @@ def content_trust(root: Path = Path("/")) -> ContentTrust:
                      *sorted((root / "etc/systemd/system.conf.d").glob("*.conf"))]
     decided: tuple[str, str] | None = None
     for path in systemd_files:
-        value = parse_default_environment(_read(path)).get("DOCKER_CONTENT_TRUST")
+        value = parse_default_environment(read_or_empty(path)).get("DOCKER_CONTENT_TRUST")
         if value is not None:
             decided = (value, str(path))
     if decided is None:
         env_file = root / "etc/environment"
-        value = parse_environment_file(_read(env_file)).get("DOCKER_CONTENT_TRUST")
+        value = parse_environment_file(read_or_empty(env_file)).get("DOCKER_CONTENT_TRUST")
         if value is not None:
             decided = (value, str(env_file))
     if decided is None:
@@ -275,17 +261,13 @@ class StaticCredential:
 
 
 def static_credentials(doc: object, path: str, managed: Iterable[str]) -> list[StaticCredential]:
-    """`auths` entries of one config.json that carry a credential for a managed registry key.
-
-    Docker matches keys by host name (`https://h:5000/v1/` is `h:5000`), so such variants count too; an
-    empty entry (`{}`, what `docker login` leaves beside a credential store) carries nothing."""
+    """`auths` entries of one config.json that carry a credential for a managed registry key, matched as
+    Docker matches them (`client_config.shadowing_keys`: by host name, an empty `{}` entry carries nothing)."""
     auths = doc.get("auths") if isinstance(doc, Mapping) else None
     if not isinstance(auths, Mapping):
         return []
-    wanted = {hostname_of_key(key) for key in managed}
-    return [StaticCredential(path, key) for key, entry in auths.items()
-            if isinstance(key, str) and hostname_of_key(key) in wanted and isinstance(entry, Mapping)
-            and any(entry.get(field) for field in _CREDENTIAL_FIELDS)]
+    matched = {found for key in managed for found in shadowing_keys(doc, key)}  # type: ignore[arg-type]
+    return [StaticCredential(path, key) for key in auths if key in matched]
 
 
 def scan_static_credentials(patterns: Sequence[str], exclude: Iterable[Path],
@@ -311,10 +293,3 @@ def scan_static_credentials(patterns: Sequence[str], exclude: Iterable[Path],
             continue
         found.extend(static_credentials(doc, path, keys))
     return found, problems
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""

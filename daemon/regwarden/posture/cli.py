@@ -49,7 +49,8 @@ def posture_command(config_path: Path, as_json: bool, show_all: bool, no_default
         return
     cfg = load_or_exit(config_path, host_checks=False)
     # a config with [docker] and no [[registries]] still has the engine to check
-    engine_only = not registries and not cfg.registries and cfg.docker is not None and engine is not False
+    show_engine = cfg.docker is not None and (engine if engine is not None else not registries)
+    engine_only = show_engine and not registries and not cfg.registries
     chosen = [] if engine_only else registries_or_exit(cfg, registries)
     warning = cfg.detectors.tls_expiry_warning.total_seconds()
 
@@ -61,8 +62,7 @@ def posture_command(config_path: Path, as_json: bool, show_all: bool, no_default
         reports = list(pool.map(run, chosen))
     rows = [outcome_row(report.registry, outcome) for report in reports for outcome in report.outcomes]
     errors = {report.registry: list(report.errors) for report in reports if report.errors}
-    engine_rows_shown = cfg.docker is not None and (engine if engine is not None else not registries)
-    if engine_rows_shown:
+    if show_engine:
         engine_rows, engine_errors = _engine_rows(cfg)
         rows += engine_rows
         if engine_errors:
@@ -78,7 +78,7 @@ def posture_command(config_path: Path, as_json: bool, show_all: bool, no_default
                                else r["severity"], r["finding"], r["fix"]] for r in shown]))
         else:
             click.echo(f"no failed checks ({len(rows)} checks on {len(reports)} registries"
-                       f"{' and the engine' if engine_rows_shown else ''})")
+                       f"{' and the engine' if show_engine else ''})")
         for name, problems in sorted(errors.items()):
             for problem in problems:
                 click.echo(f"{name}: could not check: {problem}", err=True)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from .checks import EXPOSURES, Exposure, ExposureClass, address_class
 
-__all__ = ["Listener", "exposure", "exposure_of", "parse_fib_trie", "parse_if_inet6", "parse_proc_net_tcp"]
+__all__ = ["Listener", "exposure", "exposure_of", "holder", "parse_fib_trie", "parse_if_inet6", "parse_proc_net_tcp",
+           "read_or_empty", "tcp_listeners"]
 
 _LISTEN = "0A"
 
@@ -108,8 +109,7 @@ def exposure(host: str, port: int, expected: ExposureClass | None, *, proc: Path
         return Exposure(checked=True, actual=actual, expected=expected, listen=tuple(f"{a}:{port}" for a in resolved))
     if expected is None:
         expected = min((address_class(a) for a in is_local), key=EXPOSURES.index)
-    listeners = [entry for name, v6 in (("tcp", False), ("tcp6", True))
-                 for entry in parse_proc_net_tcp(_read(proc / "net" / name), ipv6=v6) if entry.port == port]
+    listeners = [entry for entry in tcp_listeners(proc) if entry.port == port]
     if not listeners:
         return Exposure(expected=expected, detail=f"no listening socket on port {port} in this network namespace")
     widest = exposure_of(listeners, local)
@@ -119,19 +119,27 @@ def exposure(host: str, port: int, expected: ExposureClass | None, *, proc: Path
     return Exposure(checked=True, actual=widest, expected=expected, listen=listen, process=owner)
 
 
+def tcp_listeners(proc: Path = Path("/proc")) -> list[Listener]:
+    """Every LISTEN socket of this network namespace, IPv4 and IPv6."""
+    return [entry for name, v6 in (("tcp", False), ("tcp6", True))
+            for entry in parse_proc_net_tcp(read_or_empty(proc / "net" / name), ipv6=v6)]
+
+
 def _local_addresses(proc: Path) -> set[str]:
-    return parse_fib_trie(_read(proc / "net" / "fib_trie")) | parse_if_inet6(_read(proc / "net" / "if_inet6"))
+    net = proc / "net"
+    return parse_fib_trie(read_or_empty(net / "fib_trie")) | parse_if_inet6(read_or_empty(net / "if_inet6"))
 
 
-def _read(path: Path) -> str:
+def read_or_empty(path: Path) -> str:
+    """A system file's text (/proc, /etc); "" when it cannot be read."""
     try:
         return path.read_text()
     except OSError:
         return ""
 
 
-def _owner(proc: Path, inodes: set[int]) -> str | None:
-    """`comm (pid N)` of the first process holding one of the socket inodes (needs root for others' fds)."""
+def holder(proc: Path, inodes: set[int]) -> Path | None:
+    """The /proc/<pid> of the first process holding one of the socket inodes (needs root for others' fds)."""
     wanted = {f"socket:[{inode}]" for inode in inodes}
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -139,7 +147,18 @@ def _owner(proc: Path, inodes: set[int]) -> str | None:
         try:
             for fd in os.scandir(entry / "fd"):
                 if os.readlink(fd.path) in wanted:
-                    return f"{(entry / 'comm').read_text().strip()} (pid {entry.name})"
+                    return entry
         except OSError:
             continue
     return None
+
+
+def _owner(proc: Path, inodes: set[int]) -> str | None:
+    """`comm (pid N)` of the first process holding one of the socket inodes."""
+    entry = holder(proc, inodes)
+    if entry is None:
+        return None
+    try:
+        return f"{(entry / 'comm').read_text().strip()} (pid {entry.name})"
+    except OSError:
+        return None
