@@ -78,6 +78,10 @@ class Metrics:
             "regwarden_vault_node_failures_total",
             "Requests a Vault node failed (unreachable, sealed, 5xx, 429); the client moved on or backed off.",
             ["node"], registry=r)
+        self.vault_node_up = Gauge(
+            "regwarden_vault_node_up",
+            "1 if the node answered the last request sent to it, 0 while it is failing (skipped with back-off).",
+            ["node"], registry=r)
         self.credential_version = Gauge("regwarden_credential_applied_version",
                                         "KV version applied to the Docker targets.", ["credential"], registry=r)
         self.credential_applied_time = Gauge("regwarden_credential_applied_timestamp_seconds",

@@ -75,7 +75,20 @@ def _vault(components: Doc, now: datetime | None) -> str:
     for key in ("last_error", "token_error"):
         if vault.get(key):
             parts.append(f"{key.replace('_', ' ')}: {vault[key]}")
-    return ", ".join(parts)
+    nodes = [n for n in vault.get("nodes") or [] if isinstance(n, Mapping)]
+    if len(nodes) > 1 and vault.get("node") and vault.get("up"):
+        parts[0] += f" via {vault['node']}"
+    lines = [", ".join(parts)]
+    for node in nodes:  # an HA cluster: the nodes this host found failing, each with its last error
+        if not node.get("failing_since"):
+            continue
+        if node.get("retry_at"):
+            lines.append(f"  node {node.get('address')}: FAILING since {_when(node['failing_since'], now)}"
+                         f" ({node.get('last_error')}), next try {_when(node['retry_at'], now)}")
+        else:  # the host stayed on a node that answers: this one is known again only when next asked
+            lines.append(f"  node {node.get('address')}: failed {_when(node.get('failed_at'), now)}"
+                         f" ({node.get('last_error')}), not asked since")
+    return "\n".join(lines)
 
 
 def _credentials(components: Doc, now: datetime | None) -> str:

@@ -148,6 +148,10 @@ class CredentialsComponent:
                 "token_expires_at": _iso(token.expires_at if token else None),
                 "token_renewable": token.renewable if token else None,
                 "token_error": vault.token_error,
+                "node": vault.node,
+                "nodes": [{"address": n.address, "preferred": n.preferred, "failing_since": _iso(n.failing_since),
+                           "failed_at": _iso(n.failed_at), "retry_at": _iso(n.retry_at), "last_error": n.last_error}
+                          for n in vault.nodes()],
             },
             "credentials": {name: w.status(now) for name, w in sorted(self.watches.items())},
         }

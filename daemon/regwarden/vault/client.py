@@ -44,7 +44,7 @@ from .. import redact
 from ..config import AppRoleAuth, CertAuth, TokenAuth, VaultConfig, read_secret
 from ..errors import ConfigError, VaultError
 from ..metrics import Metrics
-from .nodes import NodePool, StorageIndex
+from .nodes import NodePool, NodeState, StorageIndex
 
 __all__ = ["RENEW_AT", "KvMetadata", "KvVersion", "TokenAction", "TokenState", "VaultClient", "token_action",
            "translate_error"]
@@ -211,6 +211,11 @@ class VaultClient:
     @property
     def auth_method(self) -> str:
         return self._cfg.auth.method
+
+    def nodes(self) -> list[NodeState]:
+        """The state of each node of `[vault].address` (failing ones with their last error)."""
+        with self._state_lock:
+            return self._pool.states(self._clock())
 
     def close(self) -> None:
         for node in self._nodes:
@@ -428,25 +433,32 @@ class VaultClient:
             except _VENDOR_ERRORS as exc:
                 err = translate_error(operation, what, exc)
                 if not _unreachable(err):
-                    with self._state_lock:
-                        self._pool.succeeded(index)  # the node answered; the request was refused
+                    self._answered(index)  # the node answered; the request was refused
                     self._record(operation, err, index)
                     raise err from None
                 with self._state_lock:
-                    delay = self._pool.failed(index, self._clock())
+                    delay = self._pool.failed(index, self._clock(), error=str(err))
                 last = attempt == len(order) - 1 or err.status == 429  # rate limits are the cluster's
                 self._metrics.vault_node_failures.labels(self._pool.address(index)).inc()
+                self._metrics.vault_node_up.labels(self._pool.address(index)).set(0)
                 if not last:
                     log.warning("vault_node_failed", node=self._pool.address(index), error=str(err),
                                 retry_in=round(delay, 1), next_node=self._pool.address(order[attempt + 1]))
                     continue
                 self._record(operation, err, index)
                 raise err from None
-            with self._state_lock:
-                self._pool.succeeded(index)
+            self._answered(index)
             self._record(operation, None, index)
             return result
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _answered(self, index: int) -> None:
+        with self._state_lock:
+            failing = self._pool.failing(index)
+            self._pool.succeeded(index)
+        if failing:
+            log.info("vault_node_answered", node=self._pool.address(index))
+        self._metrics.vault_node_up.labels(self._pool.address(index)).set(1)
 
     def _record(self, operation: str, err: VaultError | None, index: int) -> None:
         now = self._clock()

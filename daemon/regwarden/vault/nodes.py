@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..backoff import Backoff
 
-__all__ = ["NodePool", "StorageIndex"]
+__all__ = ["NodePool", "NodeState", "StorageIndex"]
 
 
 def _index_key(value: str) -> tuple[str, int] | None:
@@ -70,6 +70,27 @@ class _Node:
     address: str
     backoff: Backoff
     retry_at: float = 0.0  # not before this unix time; 0: healthy
+    failing_since: float | None = None  # the first of the failures since it last answered
+    failed_at: float | None = None  # the last of them
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """What a host knows of one node (shown by `/status`): failing from its first failure until it answers.
+    A host stays on the node that answered, so a failed node that recovered is known only when it is asked
+    again (`retry_at` None: its back-off is over, it has not been asked since `failed_at`)."""
+
+    address: str
+    preferred: bool  # tried first: the node that answered last
+    failing_since: float | None
+    failed_at: float | None
+    retry_at: float | None  # skipped until then; None: may be tried now
+    last_error: str | None
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
 
 
 @dataclass
@@ -106,19 +127,32 @@ class NodePool:
         node = self._nodes[index]
         node.backoff.reset()
         node.retry_at = 0.0
+        node.failing_since = node.failed_at = node.last_error = None
         self.preferred = index
 
-    def failed(self, index: int, now: float, hint: float | None = None) -> float:
-        """Node `index` failed at `now`: skip it for its next back-off delay (returned, in seconds)."""
+    def failed(self, index: int, now: float, hint: float | None = None, error: str | None = None) -> float:
+        """Node `index` failed at `now` (with `error`): skip it for its next back-off delay (returned, in seconds)."""
         node = self._nodes[index]
         delay = node.backoff.next(hint)
         node.retry_at = now + delay
+        node.failing_since = now if node.failing_since is None else node.failing_since
+        node.failed_at, node.last_error = now, error
         if index == self.preferred:
             self.preferred = (index + 1) % len(self._nodes)
         return delay
 
     def address(self, index: int) -> str:
         return self._nodes[index].address
+
+    def failing(self, index: int) -> bool:
+        """Node `index` has failed since it last answered."""
+        return self._nodes[index].failing_since is not None
+
+    def states(self, now: float) -> list[NodeState]:
+        """Every node in configured order, as a host reports it."""
+        return [NodeState(n.address, i == self.preferred, n.failing_since, n.failed_at,
+                          n.retry_at if n.retry_at > now else None, n.last_error)
+                for i, n in enumerate(self._nodes)]
 
     def backing_off(self, now: float) -> list[str]:
         """Addresses of the nodes skipped at `now`."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +23,7 @@ from tests.integration.harness import (
     RegistryServer,
     pull_image,
     push_image,
+    regwarden_env,
     secret_file,
     wait_for,
 )
@@ -176,3 +179,95 @@ def test_killing_the_active_node_at_a_rotation_step_leaves_one_rotation_and_a_co
     assert version - before in ((1,) if published else (0, 1)), outcome
     assert new_leader != leader
 
+
+
+# how long each fault lasts; the request rate is compared over WINDOW before the fault and from recovery on
+FAULT_SECONDS = {"sealed": 60.0, "partitioned": 30.0}
+WINDOW = 20.0
+
+
+def _fleet_requests(fleet: Fleet) -> float:
+    return sum(host.vault_requests() for host in fleet.hosts)
+
+
+def _vault_view(host: Instance) -> tuple[bool, str, dict[str, str]]:
+    """(up, the node in use, {failing node: its last error}) as the host's /status reports them."""
+    vault = host.status()["components"]["credentials"]["vault"]
+    return bool(vault["up"]), str(vault["node"]), {
+        str(n["address"]): str(n["last_error"]) for n in vault["nodes"] if n["failing_since"]}
+
+
+@pytest.mark.parametrize("fault", ["sealed", "partitioned"])
+def test_a_sealed_or_partitioned_node_costs_no_pull_and_the_fleet_does_not_stampede_on_recovery(
+        ha_fleet: Fleet, fault: str) -> None:
+    """The node most hosts use is sealed for 60 s (or SIGSTOPped for 30 s: a partition, its port accepts and
+    nothing answers) while a host rotates: one new version, never two hosts rotating, no failed pull, every
+    host converged and reporting Vault up, each host that used the node reporting it failing with its error
+    (in /status and `regwarden status`); from the node's return on, the fleet sends Vault at most twice its
+    steady request rate."""
+    cluster, hosts = ha_fleet.cluster, ha_fleet.hosts
+    cluster.wait_healthy()
+    wait_for("no rotation open", lambda: all(h.open_rotations() == 0 for h in hosts), 90)
+    start, began = _fleet_requests(ha_fleet), time.monotonic()
+    time.sleep(WINDOW)
+    steady = (_fleet_requests(ha_fleet) - start) / (time.monotonic() - began)
+    in_use = {h.workdir.name: _vault_view(h)[1] for h in hosts}
+    active = cluster.active()
+    counts = {i: sum(1 for node in in_use.values() if node == a) for i, a in enumerate(cluster.addresses)}
+    target = max(counts, key=lambda i: (counts[i], i == active))  # at least 2 of 5 hosts use it
+    users = [h for h in hosts if in_use[h.workdir.name] == cluster.addresses[target]]
+    before, _ = ha_fleet.kv()
+    pulls_before = len(ha_fleet.pulls)
+    fault_began = time.monotonic()
+    if fault == "sealed":
+        cluster.seal(target)
+    else:
+        cluster.pause(target)
+    try:
+        if target == active:
+            cluster.wait_active(exclude=[target])
+        rotated = hosts[before % HOSTS].rotate_now()
+        assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+        wait_for("every host holds Vault's current version", ha_fleet.converged, 60)
+        converged_in = time.monotonic() - fault_began
+        views = {h.workdir.name: _vault_view(h) for h in hosts}
+        texts = {h.workdir.name: _status_text(h) for h in users}
+        time.sleep(max(0.0, FAULT_SECONDS[fault] - (time.monotonic() - fault_began)))
+        version, _ = ha_fleet.kv()
+    finally:
+        if fault == "sealed":
+            cluster.unseal(target)
+        else:
+            cluster.resume(target)
+    start, began = _fleet_requests(ha_fleet), time.monotonic()
+    time.sleep(WINDOW)
+    recovery = (_fleet_requests(ha_fleet) - start) / (time.monotonic() - began)
+    cluster.wait_healthy()
+    failed = [p for p in ha_fleet.pulls[pulls_before:] if not p[1]]
+    outcome = {"fault": fault, "node": target, "was_active": target == active, "users": len(users),
+               "rotations": version - before, "failed_pulls": len(failed),
+               "pulls": len(ha_fleet.pulls) - pulls_before, "converged_s": round(converged_in, 1),
+               "steady_rps": round(steady, 2), "recovery_rps": round(recovery, 2),
+               "recovery_vs_steady": round(recovery / steady, 2),
+               "reports": {name: {"up": up, "node": node, "failing": failing}
+                           for name, (up, node, failing) in views.items()}}
+    if os.environ.get(RESULTS_ENV):
+        with Path(os.environ[RESULTS_ENV]).open("a") as out:
+            out.write(json.dumps(outcome) + "\n")
+    assert not failed, failed[:3]
+    assert ha_fleet.lock_overlaps == 0
+    assert version - before == 1, outcome
+    assert len(users) >= 2 and all(up for up, _, _ in views.values()), outcome
+    expected = "HTTP 5" if fault == "sealed" else "timed out"
+    for host in users:
+        _, node, failing = views[host.workdir.name]
+        assert node != cluster.addresses[target] and expected in failing.get(cluster.addresses[target], ""), outcome
+        assert f"node {cluster.addresses[target]}: " in texts[host.workdir.name], texts[host.workdir.name]
+    assert recovery <= 2 * steady, outcome
+
+
+def _status_text(host: Instance) -> str:
+    """What `regwarden status` prints on the host."""
+    result = subprocess.run([sys.executable, "-m", "regwarden", "status", "-c", str(host.config)],
+                            capture_output=True, text=True, timeout=30, env=regwarden_env())
+    return result.stdout

@@ -6,6 +6,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -35,6 +36,8 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+_VAULT_SAMPLE = re.compile(r"^regwarden_vault_(?:requests_total|node_failures_total)\{[^}]*\} ([0-9.e+]+)$", re.M)
 
 REPO = Path(__file__).resolve().parents[3]
 STEPS = ["locking", "generating", "generated", "verified", "publishing", "published", "overlap", "revoking",
@@ -82,6 +85,26 @@ class Instance:
             return None
         username, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
         return {"username": username, "password": password}
+
+    @property
+    def port(self) -> int:
+        """The port of this host's HTTP endpoint (/metrics, /status)."""
+        found = re.search(r'^listen = "127\.0\.0\.1:(\d+)"$', self.config.read_text(), re.M)
+        assert found, f"no listen address in {self.config}"
+        return int(found.group(1))
+
+    def status(self) -> dict[str, Any]:
+        return dict(requests.get(f"http://127.0.0.1:{self.port}/status", timeout=10).json())
+
+    def vault_requests(self) -> float:
+        """Requests this host sent to Vault so far: one per logical request, plus each failed attempt on a
+        node before the client moved on (`regwarden_vault_requests_total` + `..._node_failures_total`);
+        0 while the host does not answer."""
+        try:
+            text = requests.get(f"http://127.0.0.1:{self.port}/metrics", timeout=10).text
+        except requests.RequestException:
+            return 0.0
+        return sum(float(value) for value in _VAULT_SAMPLE.findall(text))
 
     def open_rotations(self) -> int:
         db = sqlite3.connect(self.workdir / "state" / "state.db")

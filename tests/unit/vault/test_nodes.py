@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from regwarden.vault.nodes import NodePool, StorageIndex
+from regwarden.vault.nodes import NodePool, NodeState, StorageIndex
 
 NODES = ("http://a:8200", "http://b:8200", "http://c:8200")
 
@@ -83,6 +83,22 @@ def test_backing_off_names_the_skipped_nodes() -> None:
     nodes.failed(1, now=0)
     assert nodes.backing_off(now=0.5) == ["http://b:8200"]
     assert nodes.backing_off(now=5) == []
+
+
+def test_states_report_a_failing_node_from_its_first_failure_until_it_answers() -> None:
+    """A node failing twice keeps its first failure time and its latest error; it is skipped until its
+    back-off ends, stays failing after that until it answers, and an answer clears it."""
+    nodes = pool()
+    nodes.failed(0, now=10, error="read x: 503 sealed or unavailable")
+    nodes.failed(0, now=11, error="read x: connection failed")
+    a, b, c = nodes.states(now=11.5)
+    assert (a.failing, a.failing_since, a.failed_at, a.retry_at, a.last_error) == (
+        True, 10, 11, 13, "read x: connection failed")
+    assert b.preferred and not b.failing and b.retry_at is None and not c.preferred
+    assert nodes.states(now=20)[0].retry_at is None and nodes.states(now=20)[0].failing
+    assert nodes.failing(0) and not nodes.failing(1)
+    nodes.succeeded(0)
+    assert nodes.states(now=20)[0] == NodeState("http://a:8200", True, None, None, None, None)
 
 
 def test_a_pool_needs_an_address() -> None:
