@@ -8,6 +8,7 @@ Secrets are never inline: they come from `*_file` paths or `*_env` environment v
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -32,6 +33,7 @@ from pydantic import (
 
 from . import redact
 from .errors import ConfigError, ConfigProblem
+from .events import RegistryNames
 
 __all__ = [
     "AlertsConfig",
@@ -736,6 +738,11 @@ class Config(_Model):
 
     def registry(self, name: str) -> RegistryConfig:
         return next(r for r in self.registries if r.name == name)
+
+    @functools.cached_property
+    def registry_names(self) -> RegistryNames:
+        """The [[registries]] names by address (how audit records name a registry a source saw)."""
+        return RegistryNames((r.name, r.host_port) for r in self.registries)
 
     def credential(self, name: str) -> CredentialConfig:
         return next(c for c in self.credentials if c.name == name)

@@ -105,7 +105,8 @@ def _audit_sources(cfg: Config) -> list[Component]:
         docker = cfg.docker or DockerConfig()
         sources.append(DockerEventsSource(docker.host, docker.timeout.total_seconds()))
     for entry in cfg.sources.registry_logs:
-        sources.append(RegistryLogSource(entry.path, entry.registry, entry.poll_interval.total_seconds()))
+        sources.append(RegistryLogSource(entry.path, entry.registry, entry.poll_interval.total_seconds(),
+                                         address=cfg.registry(entry.registry).host_port))
     if cfg.sources.registry_notifications is not None:
         sources.append(NotificationReceiver(cfg.sources.registry_notifications))
     return sources

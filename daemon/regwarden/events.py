@@ -11,14 +11,15 @@ thousands a second (bench/bench_audit.py), so nothing is converted twice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 from . import redact
 
-__all__ = ["Actor", "Event", "Outcome", "Signal", "Source", "Target", "iso", "target_record", "utcnow"]
+__all__ = ["Actor", "Event", "Outcome", "RegistryNames", "Signal", "Source", "Target", "iso", "target_record",
+           "utcnow"]
 
 Source = Literal["docker", "registry-log", "registry-notify", "regwarden"]
 Outcome = Literal["success", "failure", "unknown"]
@@ -47,21 +48,32 @@ class Actor:
 
 @dataclass(frozen=True)
 class Target:
+    """What an event is about. `registry` is the [[registries]] name when the registry is configured
+    (else its address), `address` the `host[:port]` the client used, whatever the source saw."""
+
     registry: str | None = None
     repository: str | None = None
     tag: str | None = None
     digest: str | None = None
+    address: str | None = None
+
+    @property
+    def host(self) -> str:
+        """The address to reach the registry at (the name on records written before addresses were)."""
+        return self.address or self.registry or ""
 
     def record(self) -> dict[str, str]:
-        return target_record(self.registry, self.repository, self.tag, self.digest)
+        return target_record(self.registry, self.repository, self.tag, self.digest, self.address)
 
 
 def target_record(registry: str | None, repository: str | None, tag: str | None,
-                  digest: str | None) -> dict[str, str]:
+                  digest: str | None, address: str | None = None) -> dict[str, str]:
     """A record's `target`: the parts that are set (parsers call this without making a Target)."""
     target = {}
     if registry is not None:
         target["registry"] = registry
+    if address is not None:
+        target["address"] = address
     if repository is not None:
         target["repository"] = repository
     if tag is not None:
@@ -69,6 +81,46 @@ def target_record(registry: str | None, repository: str | None, tag: str | None,
     if digest is not None:
         target["digest"] = digest
     return target
+
+
+_DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
+_DEFAULT_PORTS = (":443", ":80")
+
+
+def _address_key(address: str) -> str:
+    key = address.lower()
+    for port in _DEFAULT_PORTS:
+        if key.endswith(port):
+            return key[:-len(port)]
+    return key
+
+
+class RegistryNames:
+    """The configured registry names by address, so that every record names a registry the same way.
+
+    A notification names the registry by its `request.host`, an engine event by the host of the image
+    reference, a log line by the [[registries]] entry its file belongs to; `target(address)` makes
+    them all `Target(registry=<name>, address=<address>)`. Addresses match case-insensitively and
+    with or without the default port (:443, :80); Docker Hub's aliases match each other.
+    """
+
+    def __init__(self, registries: Iterable[tuple[str, str]] = ()) -> None:
+        self._by_address: dict[str, str] = {}
+        for name, address in registries:
+            key = _address_key(address)
+            for alias in _DOCKER_HUB if key in _DOCKER_HUB else (key,):
+                self._by_address.setdefault(alias, name)
+
+    def name(self, address: str) -> str | None:
+        """The configured name of the registry at `address`, or None."""
+        return self._by_address.get(_address_key(address))
+
+    def target(self, address: str | None, repository: str | None = None, tag: str | None = None,
+               digest: str | None = None) -> Target:
+        """The Target of something at `address`: named by its configured name, or by the address."""
+        if address is None:
+            return Target(None, repository, tag, digest)
+        return Target(self.name(address) or address, repository, tag, digest, address)
 
 
 _NO_ACTOR = Actor()
@@ -147,7 +199,7 @@ class Event:
     @property
     def target(self) -> Target:
         t = self._record["target"]
-        return Target(t.get("registry"), t.get("repository"), t.get("tag"), t.get("digest"))
+        return Target(t.get("registry"), t.get("repository"), t.get("tag"), t.get("digest"), t.get("address"))
 
     @property
     def outcome(self) -> Outcome:

@@ -318,7 +318,7 @@ def _when(value: str | None, option: str) -> str | None:
 
 
 def _matches(record: dict[str, Any], since: str | None, until: str | None, kinds: tuple[str, ...],
-             actor: str | None, repository: str | None) -> bool:
+             actor: str | None, repository: str | None, registry: str | None) -> bool:
     stamp = str(record.get("time", ""))
     if (since is not None and stamp < since) or (until is not None and stamp >= until):
         return False
@@ -328,10 +328,12 @@ def _matches(record: dict[str, Any], since: str | None, until: str | None, kinds
         who = record.get("actor") or {}
         if not any(fnmatch.fnmatchcase(str(who.get(k) or ""), actor) for k in ("user", "addr")):
             return False
-    if repository is not None:
-        target = record.get("target") or {}
-        if not fnmatch.fnmatchcase(str(target.get("repository") or ""), repository):
-            return False
+    target = record.get("target") or {}
+    if repository is not None and not fnmatch.fnmatchcase(str(target.get("repository") or ""), repository):
+        return False
+    if registry is not None:  # the configured name or the address (older records have only one)
+        return any(fnmatch.fnmatchcase(str(target.get(k) or "").lower(), registry.lower())
+                   for k in ("registry", "address"))
     return True
 
 
@@ -342,16 +344,18 @@ def _matches(record: dict[str, Any], since: str | None, until: str | None, kinds
 @click.option("--kind", "kinds", multiple=True, help="Record kind, glob allowed (image.*); repeatable.")
 @click.option("--actor", help="Actor user or address, glob allowed (alice, 10.0.0.*).")
 @click.option("--repository", help="Target repository, glob allowed (team/*).")
+@click.option("--registry", help="Target registry: its configured name or its host:port, glob allowed.")
 @json_option
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def query_command(config_path: Path, since: str | None, until: str | None, kinds: tuple[str, ...],
-                  actor: str | None, repository: str | None, as_json: bool, files: tuple[Path, ...]) -> None:
+                  actor: str | None, repository: str | None, registry: str | None, as_json: bool,
+                  files: tuple[Path, ...]) -> None:
     """Search the audit trail (a table; --json: matching records as JSON lines)."""
     paths = list(files) if files else _default_files(config_path)[1]
     low, high = _when(since, "--since"), _when(until, "--until")
     shown = 0
     for record in _records(paths):
-        if _matches(record, low, high, kinds, actor, repository):
+        if _matches(record, low, high, kinds, actor, repository, registry):
             _emit(record, as_json)
             shown += 1
     if not as_json:

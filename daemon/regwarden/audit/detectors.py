@@ -253,8 +253,9 @@ class ProtectedTagOverwritten:
                 or not target.digest or not target.repository or not self.protects(target.repository, target.tag)):
             return []
         registry = target.registry or ""
-        before = self._memory.get(registry, target.repository, target.tag)
-        self._memory.put(registry, target.repository, target.tag, target.digest)
+        # remembered by address: the same push seen in the log and in a notification is one push
+        before = self._memory.get(target.host, target.repository, target.tag)
+        self._memory.put(target.host, target.repository, target.tag, target.digest)
         if before is None or before == target.digest:
             return []
         name = f"{target.repository}:{target.tag}"
@@ -294,11 +295,11 @@ class PullFromUnlistedRegistry:
     def observe(self, event: Event) -> list[Signal]:
         if not self._allowed or event.source != "docker" or event.kind != "image.pull":
             return []
-        registry = event.target.registry
-        if (not registry
-                or _normal_registry(registry) in self._allowed):
+        address = event.target.host
+        if not address or _normal_registry(address) in self._allowed:
             return []
-        image = f"{registry}/{event.target.repository}" + (f":{event.target.tag}" if event.target.tag else "")
+        registry = event.target.registry or address
+        image = f"{address}/{event.target.repository}" + (f":{event.target.tag}" if event.target.tag else "")
         return [self._held.fire(
             {"alertname": self.alertname, "registry": registry, "repository": event.target.repository or ""},
             event.observed, "warning",

@@ -46,7 +46,7 @@ from typing import Any, Literal
 import orjson
 
 from .. import redact
-from ..events import Actor, Event, Target, iso, target_record, utcnow
+from ..events import Actor, Event, RegistryNames, iso, target_record, utcnow
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 NOTIFICATION_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
+_NO_NAMES = RegistryNames()  # no registry configured: records name registries by address
 UNPARSED = "registry.unparsed"
 MAX_LINE_BYTES = 64 * 1024  # a longer line is not parsed (a log line is never that long)
 RAW_KEEP_BYTES = 4096  # how much of an unparsed line the audit record keeps
@@ -120,23 +121,27 @@ def _outcome(status: int | None) -> Outcome:
 # --------------------------------------------------------------------------- registry log lines
 
 
-def parse_registry_line(line: bytes, *, registry: str, host: str, observed: datetime | None = None) -> Event:
+def parse_registry_line(line: bytes, *, registry: str, host: str, observed: datetime | None = None,
+                        address: str | None = None) -> Event:
     """One line of distribution's log stream (JSON record, logfmt record or combined access line).
 
+    `registry` is the [[registries]] name the log belongs to, `address` its host:port (both go to
+    the record's target).
     Never raises: a line that is none of these becomes a `registry.unparsed` Event keeping the first
     `RAW_KEEP_BYTES` of the line (`detail.raw`, or `detail.raw_b64` when it is not UTF-8) and why.
     Give every line of one read the same `observed` datetime: its text is computed once.
     """
     seen = observed if observed is not None else utcnow()
     try:
-        return _parse_line(line, registry, host, seen)
+        return _parse_line(line, registry, address, host, seen)
     except Exception as exc:  # the contract: never raise, keep the line
-        return _unparsed(line, registry, host, seen, f"parser error: {type(exc).__name__}: {exc}")
+        return _unparsed(line, registry, address, host, seen, f"parser error: {type(exc).__name__}: {exc}")
 
 
-def _parse_line(line: bytes, registry: str, host: str, seen: datetime) -> Event:
+def _parse_line(line: bytes, registry: str, address: str | None, host: str, seen: datetime) -> Event:
     if len(line) > MAX_LINE_BYTES:
-        return _unparsed(line, registry, host, seen, f"line too long ({len(line)} bytes > {MAX_LINE_BYTES})")
+        return _unparsed(line, registry, address, host, seen,
+                         f"line too long ({len(line)} bytes > {MAX_LINE_BYTES})")
     if line[:1] == b"{":  # the common case: logrus' JSON formatter; orjson checks UTF-8 too
         try:
             fields = orjson.loads(line)
@@ -144,32 +149,32 @@ def _parse_line(line: bytes, registry: str, host: str, seen: datetime) -> Event:
             pass  # the slow path below says what is wrong (or accepts what only json.loads does)
         else:
             if type(fields) is dict:
-                return _app_record(fields, "json", registry, host, seen)
+                return _app_record(fields, "json", registry, address, host, seen)
     stripped = line.rstrip(b"\r\n")
     try:
         text = stripped.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _unparsed(line, registry, host, seen, f"invalid UTF-8 at byte {exc.start}")
+        return _unparsed(line, registry, address, host, seen, f"invalid UTF-8 at byte {exc.start}")
     if not text or text.isspace():
-        return _unparsed(line, registry, host, seen, "empty line")
+        return _unparsed(line, registry, address, host, seen, "empty line")
     if text.startswith("{"):
         try:
             fields = json.loads(text)  # NaN, integers beyond 64 bits, lone surrogates
         except ValueError as exc:
-            return _unparsed(line, registry, host, seen, f"invalid JSON: {exc}")
+            return _unparsed(line, registry, address, host, seen, f"invalid JSON: {exc}")
         if not isinstance(fields, dict):
-            return _unparsed(line, registry, host, seen, "JSON value is not an object")
-        return _app_record(fields, "json", registry, host, seen)
+            return _unparsed(line, registry, address, host, seen, "JSON value is not an object")
+        return _app_record(fields, "json", registry, address, host, seen)
     if not text.startswith("time="):
-        access = _access_line(text, registry, host, seen)
+        access = _access_line(text, registry, address, host, seen)
         if access is not None:
             return access
         if " level=" not in text:
-            return _unparsed(line, registry, host, seen, "not a JSON, logfmt or access log line")
+            return _unparsed(line, registry, address, host, seen, "not a JSON, logfmt or access log line")
     fields = _logfmt(text)
     if fields is None or "msg" not in fields:
-        return _unparsed(line, registry, host, seen, "invalid logfmt record")
-    return _app_record(fields, "logfmt", registry, host, seen)
+        return _unparsed(line, registry, address, host, seen, "invalid logfmt record")
+    return _app_record(fields, "logfmt", registry, address, host, seen)
 
 
 def _registry_event(kind: str, when: datetime, when_iso: str, seen: datetime, host: str,
@@ -184,7 +189,7 @@ def _registry_event(kind: str, when: datetime, when_iso: str, seen: datetime, ho
          "request_id": request_id, "detail": detail}, when, seen)
 
 
-def _unparsed(line: bytes, registry: str, host: str, seen: datetime, reason: str) -> Event:
+def _unparsed(line: bytes, registry: str, address: str | None, host: str, seen: datetime, reason: str) -> Event:
     kept = line[:RAW_KEEP_BYTES]
     detail: dict[str, Any] = {"reason": reason, "length": len(line), "truncated": len(line) > len(kept)}
     try:
@@ -194,7 +199,8 @@ def _unparsed(line: bytes, registry: str, host: str, seen: datetime, reason: str
             detail["raw"] = kept[: exc.start].decode("utf-8")
         else:
             detail["raw_b64"] = base64.b64encode(kept).decode("ascii")
-    return _registry_event(UNPARSED, seen, iso(seen), seen, host, {}, {"registry": registry}, None, None, detail)
+    target = target_record(registry, None, None, None, address)
+    return _registry_event(UNPARSED, seen, iso(seen), seen, host, {}, target, None, None, detail)
 
 
 # -- application records (logrus JSON and text formatters carry the same keys)
@@ -204,7 +210,8 @@ _AUTHORIZING = "error authorizing context"
 _MISSING: Any = object()
 
 
-def _app_record(fields: dict[str, Any], fmt: str, registry: str, host: str, seen: datetime) -> Event:
+def _app_record(fields: dict[str, Any], fmt: str, registry: str, address: str | None, host: str,
+                seen: datetime) -> Event:
     """A logrus record (JSON or logfmt); takes `fields` apart (the caller's own dict). The ingest hot
     path, hence written out: the keys distribution writes are strings; anything else is made one,
     and "" counts as absent."""
@@ -280,8 +287,8 @@ def _app_record(fields: dict[str, Any], fmt: str, registry: str, host: str, seen
         when, when_iso = seen, iso(seen)
         if stamp is not _MISSING:
             detail["time_raw"] = str(stamp)[:64]
-    return _registry_event(kind, when, when_iso, seen, host, actor, target_record(registry, repository, tag, digest),
-                           status, request_id, detail, outcome)
+    target = target_record(registry, repository, tag, digest, address)
+    return _registry_event(kind, when, when_iso, seen, host, actor, target, status, request_id, detail, outcome)
 
 
 _LOGFMT_PAIR = re.compile(r'\s*([^\s=]+)=(?:"([^"\\]*(?:\\.[^"\\]*)*)"|([^\s"]*))(?=\s|$)')
@@ -345,7 +352,7 @@ def _access_time(text: str) -> tuple[datetime, str] | None:
     return when, iso(when)
 
 
-def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event | None:
+def _access_line(text: str, registry: str, address: str | None, host: str, seen: datetime) -> Event | None:
     match = _ACCESS.match(text)
     if match is None:
         return None
@@ -366,7 +373,7 @@ def _access_line(text: str, registry: str, host: str, seen: datetime) -> Event |
     actor = {"addr": addr} if user == "-" else {"user": user, "addr": addr}
     if agent:
         actor["agent"] = _go_unquote(agent) if "\\" in agent else agent
-    target = target_record(registry, repository, tag, digest)
+    target = target_record(registry, repository, tag, digest, address)
     return _registry_event(kind, timed[0], timed[1], seen, host, actor, target, status, None, detail)
 
 
@@ -426,12 +433,13 @@ _NOTIFY_KINDS = {
 }
 
 
-def parse_notification_envelope(body: bytes, *, host: str, observed: datetime | None = None) -> list[Event]:
+def parse_notification_envelope(body: bytes, *, host: str, observed: datetime | None = None,
+                                names: RegistryNames = _NO_NAMES) -> list[Event]:
     """distribution's notification envelope `{"events": [...]}` into Events.
 
     Raises ValueError naming the first thing wrong (the receiver answers 400 with it). `id` is the
-    notification event id (for dedup); `target.registry` is the registry's address as the client used
-    it (`request.host`).
+    notification event id (for dedup); `target.address` is the registry's address as the client used
+    it (`request.host`), `target.registry` its configured name in `names` (else the address).
     """
     seen = observed if observed is not None else utcnow()
     try:
@@ -443,10 +451,10 @@ def parse_notification_envelope(body: bytes, *, host: str, observed: datetime | 
     events = envelope.get("events")
     if not isinstance(events, list):
         raise ValueError("body.events: expected a list of events")
-    return [_notification(item, f"events[{i}]", host, seen) for i, item in enumerate(events)]
+    return [_notification(item, f"events[{i}]", host, seen, names) for i, item in enumerate(events)]
 
 
-def _notification(item: Any, where: str, host: str, seen: datetime) -> Event:
+def _notification(item: Any, where: str, host: str, seen: datetime, names: RegistryNames) -> Event:
     if not isinstance(item, dict):
         raise ValueError(f"{where}: expected an object, got {type(item).__name__}")
     event_id = _required_str(item, "id", where)
@@ -484,8 +492,7 @@ def _notification(item: Any, where: str, host: str, seen: datetime) -> Event:
         actor=Actor(user=_optional_str(actor, "name", f"{where}.actor"),
                     addr=_optional_str(request, "addr", f"{where}.request"),
                     agent=_optional_str(request, "useragent", f"{where}.request")),
-        target=Target(registry=_optional_str(request, "host", f"{where}.request"), repository=repository,
-                      tag=tag, digest=digest),
+        target=names.target(_optional_str(request, "host", f"{where}.request"), repository, tag, digest),
         outcome="success", request_id=_optional_str(request, "id", f"{where}.request"), id=event_id,
         detail=detail)
 
@@ -542,9 +549,12 @@ def parse_image_reference(ref: str) -> tuple[str | None, str | None, str | None,
     return registry, repository or None, tag or None, digest or None
 
 
-def map_docker_event(raw: dict[str, Any], *, host: str, observed: datetime | None = None) -> Event | None:
+def map_docker_event(raw: dict[str, Any], *, host: str, observed: datetime | None = None,
+                     names: RegistryNames = _NO_NAMES) -> Event | None:
     """One Docker Engine event (API 1.41: Type, Action, Actor{ID, Attributes}, time, timeNano).
 
+    `target.address` is the registry host of the image reference, `target.registry` its configured
+    name in `names` (else the address).
     `id` is `f"{timeNano}:{Actor.ID}:{Action}"`, stable across reconnects (dedup). Raises ValueError
     naming what is wrong with a malformed event; returns None for an event without audit value
     (none today: every engine event is kept).
@@ -597,7 +607,7 @@ def map_docker_event(raw: dict[str, Any], *, host: str, observed: datetime | Non
             outcome = "failure"
     return Event(
         source="docker", kind=f"{etype}.{verb}", time=when, observed=seen, host=host,
-        target=Target(registry=registry, repository=repository, tag=tag, digest=digest),
+        target=names.target(registry, repository, tag, digest),
         outcome=outcome, id=f"{nanos}:{actor_id}:{action}", detail=detail)
 
 

@@ -400,11 +400,10 @@ class CredentialWatch:
 
     def _emit(self, kind: str, outcome: Literal["success", "failure"], version: int, **detail: Any) -> None:
         """One audit event per registry using the credential (never the secret)."""
-        names: list[str | None] = [r.name for r in self.registries] or [None]
-        for registry in names:
+        targets = [Target(registry=r.name, address=r.host_port) for r in self.registries] or [Target()]
+        for target in targets:
             self.ctx.emit(Event(
-                source="regwarden", kind=kind, time=utcnow(), host=self.ctx.host, outcome=outcome,
-                target=Target(registry=registry),
+                source="regwarden", kind=kind, time=utcnow(), host=self.ctx.host, outcome=outcome, target=target,
                 detail={"credential": self.name, "version": version, **detail}))
 
     def status(self, now: float) -> dict[str, Any]:

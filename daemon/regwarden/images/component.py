@@ -149,8 +149,9 @@ def rule_for(cfg: Config, registry: RegistryConfig | None, repository: str) -> S
 
 
 def registry_for(cfg: Config, host: str) -> RegistryConfig | None:
-    """The [[registries]] entry a notification's `request.host` names."""
-    return next((r for r in cfg.registries if r.host_port == host), None)
+    """The [[registries]] entry at `host` (a notification's `request.host`), as `RegistryNames` matches."""
+    name = cfg.registry_names.name(host)
+    return cfg.registry(name) if name is not None else None
 
 
 # --------------------------------------------------------------------------- the component
@@ -237,7 +238,7 @@ class ImageChecks:
     def _enqueue(self, event: Event, target: Target) -> None:
         assert self._ctx is not None
         cfg = self._ctx.config
-        host, repository = target.registry or "", target.repository or ""
+        host, repository = target.host, target.repository or ""
         checks: list[tuple[Check, float]] = []
         if rule_for(cfg, registry_for(cfg, host), repository) is not None:
             checks.append(("signature", time.time() + cfg.image_checks.signature_wait.total_seconds()))
@@ -359,7 +360,8 @@ class ImageChecks:
         ok = verdict.verdict in ("verified", "present", "clean", "unsigned-allowed")
         detail = {"verdict": verdict.verdict, "reason": verdict.reason, **verdict.detail}
         event = Event(source="regwarden", kind=f"image.{job.check}", time=utcnow(), host=self._ctx.host,
-                      target=Target(job.registry, job.repository, job.tag, job.digest),
+                      target=self._ctx.config.registry_names.target(job.registry, job.repository, job.tag,
+                                                                    job.digest),
                       outcome="success" if ok else "failure", detail=detail)
         self._ctx.emit(event)
         self._ctx.state.execute(

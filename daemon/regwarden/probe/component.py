@@ -303,7 +303,8 @@ def _finding_signal(host: str, reg: RegistryConfig, alertname: str, *, firing: b
 
 def _event(host: str, reg: RegistryConfig, result: ProbeResult, kind: str, detail: dict[str, Any]) -> Event:
     return Event(
-        source="regwarden", kind=kind, time=result.at, host=host, target=Target(registry=reg.name),
+        source="regwarden", kind=kind, time=result.at, host=host,
+        target=Target(registry=reg.name, address=reg.host_port),
         outcome="failure" if kind == "probe.failed" else "success", status=result.http_status,
         detail={"url": reg.url, **detail, "duration_ms": round(result.duration * 1000, 3)})
 

@@ -190,10 +190,10 @@ class RotationManager:
         log.info("rotation_step", credential=entry.credential, rotation=entry.id, step=entry.step)
         if kind is None:
             return
-        registries = [r.name for r in self._ctx.config.registries if r.credential == entry.credential]
+        registries = [r for r in self._ctx.config.registries if r.credential == entry.credential]
         self._ctx.emit(Event(
             source="regwarden", kind=kind, time=datetime.now(UTC), host=self._ctx.host,
-            target=Target(registry=registries[0] if registries else None),
+            target=Target(registry=registries[0].name, address=registries[0].host_port) if registries else None,
             outcome="failure" if entry.step == "rolled_back" else "success",
             detail={"credential": entry.credential, "rotation_id": entry.id, "new_version": entry.new_version,
                     "old_ref": entry.old_ref, "new_ref": entry.new_ref, "error": entry.error}))

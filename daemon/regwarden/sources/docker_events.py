@@ -329,7 +329,7 @@ class DockerEventsSource(SourceComponent):
             return
         observed = utcnow()
         try:
-            event = map_docker_event(raw, host=ctx.host, observed=observed)
+            event = map_docker_event(raw, host=ctx.host, observed=observed, names=ctx.config.registry_names)
         except ValueError as exc:
             ctx.metrics.input_rejected.labels("docker", "malformed").inc()
             log.warning("docker_event_rejected", reason=str(exc)[:200], event_id=event_id)

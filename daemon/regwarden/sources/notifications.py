@@ -261,7 +261,8 @@ class NotificationReceiver:
         ctx = self._ctx
         observed = utcnow()
         try:
-            events = parse_notification_envelope(body, host=ctx.host, observed=observed)
+            events = parse_notification_envelope(body, host=ctx.host, observed=observed,
+                                                 names=ctx.config.registry_names)
         except ValueError as exc:
             self.reject("malformed")
             return 400, str(exc)[:200]

@@ -225,10 +225,12 @@ class _Open:
 class RegistryLogSource(SourceComponent):
     """Tails one registry log file (`[[sources.registry_logs]]`)."""
 
-    def __init__(self, path: Path, registry: str, poll_interval: float = 0.25, max_line: int = MAX_LINE) -> None:
+    def __init__(self, path: Path, registry: str, poll_interval: float = 0.25, max_line: int = MAX_LINE,
+                 address: str | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         self.registry = registry
+        self.address = address  # the registry's host:port, for the records' target.address
         self.name = f"registry-log:{registry}:{self.path}"
         self._cursor_name = f"registry-log:{self.path}"
         self._rotated_path = self.path.with_name(self.path.name + ".1")
@@ -394,8 +396,8 @@ class RegistryLogSource(SourceComponent):
     # ------------------------------------------------------------------ emitting
 
     def _event(self, line: bytes, truncated: bool, observed: datetime) -> Event:
-        event = parse_registry_line(line.rstrip(b"\r"), registry=self.registry, host=self.ctx.host,
-                                    observed=observed)
+        event = parse_registry_line(line.rstrip(b"\r"), registry=self.registry, address=self.address,
+                                    host=self.ctx.host, observed=observed)
         if truncated:
             event = event.replace(detail={**event.detail, "truncated": True, "max_line_bytes": self._max_line})
             self._cut_lines += 1  # counted when published

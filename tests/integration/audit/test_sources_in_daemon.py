@@ -44,7 +44,9 @@ def test_daemon_writes_what_every_source_sees_to_the_audit_log(
     tmp_path: Path,
 ) -> None:
     """A volume created in the engine, and a push to the registry (log lines and the notification with
-    its user) are audit records; the chain verifies; a stopped engine makes /readyz name docker-events."""
+    its user) are audit records naming the registry alike (its configured name and its address), found
+    by `audit query --registry` either way; the chain verifies; a stopped engine makes /readyz name
+    docker-events."""
     from tests.integration.harness import import_tiny_image
 
     engine = dockerd_factory()
@@ -108,5 +110,14 @@ token_file = "{token_file}"
     verify = subprocess.run([sys.executable, "-m", "regwarden", "audit", "verify", str(audit_log)], env=env,
                             capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+    pushes = [r for r in records(audit_log) if r["kind"] == "image.push"]
+    assert {r["source"] for r in pushes} == {"docker", "registry-log", "registry-notify"}
+    assert {(r["target"]["registry"], r["target"]["address"]) for r in pushes} == {("local", registry.host_port)}
+    for wanted in ("local", "127.0.0.1:*"):
+        query = subprocess.run([sys.executable, "-m", "regwarden", "audit", "query", "--json", "--kind", "image.push",
+                                "--registry", wanted, str(audit_log)], env=env, capture_output=True, text=True,
+                               timeout=60)
+        assert query.returncode == 0, query.stderr
+        assert len(query.stdout.splitlines()) == len(pushes), (wanted, query.stdout)
     assert TOKEN not in audit_log.read_text()
     assert TOKEN not in (tmp_path / "daemon.log").read_text()

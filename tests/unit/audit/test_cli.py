@@ -16,16 +16,18 @@ from regwarden.events import Actor, Event, Target
 T0 = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 
 
-def _event(i: int, kind: str, user: str, repository: str) -> Event:
+def _event(i: int, kind: str, user: str, repository: str, registry: str = "internal",
+           address: str | None = None) -> Event:
     return Event(source="registry-notify", kind=kind, time=T0.replace(minute=i), observed=T0, host="h1",
                  actor=Actor(user=user, addr=f"10.0.0.{i}:5000"),
-                 target=Target(registry="internal", repository=repository, tag=str(i)), outcome="success")
+                 target=Target(registry=registry, repository=repository, tag=str(i), address=address),
+                 outcome="success")
 
 
 EVENTS = [
     _event(1, "image.push", "alice", "team/app"),
-    _event(2, "image.pull", "bob", "team/app"),
-    _event(3, "image.pull", "alice", "other/db"),
+    _event(2, "image.pull", "bob", "team/app", address="reg:5000"),
+    _event(3, "image.pull", "alice", "other/db", registry="reg.other:5000"),  # a record without address
     _event(4, "auth.failure", "mallory", "team/app"),
     _event(5, "container.start", "carol", "team/web"),
 ]
@@ -109,6 +111,9 @@ def test_tail_json(setup: tuple[Path, Path]) -> None:
     (["--actor", "alice"], [1, 3]),
     (["--actor", "10.0.0.5:*"], [5]),
     (["--repository", "team/*"], [1, 2, 4, 5]),
+    (["--registry", "internal"], [1, 2, 4, 5]),
+    (["--registry", "reg:5000"], [2]),
+    (["--registry", "REG*"], [2, 3]),
     (["--since", "2026-11-27T07:03:00Z"], [3, 4, 5]),
     (["--until", "2026-11-27T07:03:00Z"], [1, 2]),
     (["--since", "2026-11-27T07:02:00Z", "--until", "2026-11-27T07:04:00Z", "--actor", "alice"], [3]),
@@ -116,7 +121,8 @@ def test_tail_json(setup: tuple[Path, Path]) -> None:
     (["--since", "1000d"], [1, 2, 3, 4, 5]),
 ])
 def test_query_filters(setup: tuple[Path, Path], args: list[str], seqs: list[int]) -> None:
-    """query filters by kind, actor, repository and time (globs and durations allowed)."""
+    """query filters by kind, actor, repository, registry (name or address) and time (globs and
+    durations allowed)."""
     config, _ = setup
     code, out, _ = run("audit", "query", "-c", str(config), "--json", *args)
     assert code == 0

@@ -40,11 +40,11 @@ D2 = "sha256:" + "2" * 64
 def ev(kind: str, *, at: float = 0, source: str = "registry-notify", user: str | None = None,
        addr: str | None = None, registry: str | None = "reg:5000", repository: str | None = "team/app",
        tag: str | None = None, digest: str | None = None, outcome: str = "success",
-       detail: dict[str, Any] | None = None) -> Event:
+       detail: dict[str, Any] | None = None, address: str | None = None) -> Event:
     when = T0 + timedelta(seconds=at)
     return Event(source=source, kind=kind, time=when, observed=when, host="h1",  # type: ignore[arg-type]
                  actor=Actor(user=user, addr=addr),
-                 target=Target(registry=registry, repository=repository, tag=tag, digest=digest),
+                 target=Target(registry=registry, repository=repository, tag=tag, digest=digest, address=address),
                  outcome=outcome, detail=detail or {})  # type: ignore[arg-type]
 
 
@@ -177,6 +177,19 @@ def test_protected_tag_needs_a_digest() -> None:
     assert memory.get("reg:5000", "team/app", "latest") is None
 
 
+def test_protected_tag_is_remembered_by_address_and_named_by_name() -> None:
+    """A digest remembered under the registry's address (by a notification, or before records carried
+    names) is what a log line's push of the same registry is compared with; the alert names the
+    registry by its configured name."""
+    memory = InMemoryTagMemory()
+    memory.put("reg:5000", "team/app", "latest", D1)
+    rule = ProtectedTagOverwritten(["*:latest"], memory, HOLD)
+    signals = rule.observe(ev("image.push", source="registry-log", registry="internal", address="reg:5000",
+                              tag="latest", digest=D2))
+    assert fired(signals) == [(True, {**TAG, "registry": "internal"})]
+    assert memory.get("reg:5000", "team/app", "latest") == D2 and memory.get("internal", "team/app", "latest") is None
+
+
 def test_protected_tag_description_names_both_digests() -> None:
     """The alert says who moved the tag from which digest to which."""
     rule = ProtectedTagOverwritten(["*:latest"], InMemoryTagMemory(), HOLD)
@@ -202,6 +215,10 @@ PULL = {"alertname": "PullFromUnlistedRegistry", "registry": "evil.example:5000"
     (["reg:5000"], ev("image.pull", source="registry-log", registry="internal"), []),   # registry's own log
     ([], ev("image.pull", source="docker", registry="evil.example:5000"), []),          # rule off
     (["reg:5000"], ev("image.push", source="docker", registry="evil.example:5000"), []),
+    # configured registries: the address decides, the alert names the registry
+    (["reg:5000"], ev("image.pull", source="docker", registry="internal", address="reg:5000"), []),
+    (["reg:5000"], ev("image.pull", source="docker", registry="mirror", address="evil.example:5000",
+                      repository="x/y"), [(True, {**PULL, "registry": "mirror"})]),
 ])
 def test_pull_from_unlisted_registry_table(allowed: list[str], event: Event, expected: list[Any]) -> None:
     """An engine pull from a registry outside pull_registries fires; listed ones and registry logs do not."""

@@ -16,6 +16,7 @@ from regwarden.audit.parse import (
     parse_notification_envelope,
     parse_registry_line,
 )
+from regwarden.events import RegistryNames
 
 # verbatim copies of shared/samples (distribution 2.8, Docker Engine 20.10 captures)
 SAMPLES = Path(__file__).parent / "samples"
@@ -308,3 +309,30 @@ def test_docker_event_detail(number: int, key: str, value: Any) -> None:
     raw = json.loads(_lines("engine-20.10-events.jsonl")[number - 1])
     event = map_docker_event(raw, host="h", observed=OBSERVED)
     assert event is not None and event.detail[key] == value
+
+
+def test_every_source_names_a_configured_registry_alike() -> None:
+    """With `127.0.0.1:5000` configured as "local", log lines, notifications and engine events of the
+    captures all say `target.registry == "local"` and `target.address == "127.0.0.1:5000"`; the other
+    registries of the captures (docker.io, 127.0.0.1:5001) keep their address as their name."""
+    names = RegistryNames([("local", "127.0.0.1:5000")])
+    targets: set[tuple[str, str]] = set()
+    for line in (SAMPLES / "distribution-2.8-json.log").read_bytes().splitlines():
+        event = parse_registry_line(line, registry="local", address="127.0.0.1:5000", host="h", observed=OBSERVED)
+        targets.add((event.target.registry or "", event.target.address or ""))
+    for line in (SAMPLES / "notifications-envelopes.jsonl").read_text().splitlines():
+        body = json.dumps(json.loads(line)["body"]).encode()
+        for event in parse_notification_envelope(body, host="h", observed=OBSERVED, names=names):
+            targets.add((event.target.registry or "", event.target.address or ""))
+    pulled: list[str] = []
+    for line in (SAMPLES / "engine-20.10-events.jsonl").read_text().splitlines():
+        event = map_docker_event(json.loads(line), host="h", observed=OBSERVED, names=names)
+        if event is not None and event.target.address is not None:
+            targets.add((event.target.registry or "", event.target.address))
+            pulled.append(event.kind)
+    assert targets == {("local", "127.0.0.1:5000"), ("docker.io", "docker.io"), ("127.0.0.1:5001", "127.0.0.1:5001")}
+    assert "image.push" in pulled
+    other = map_docker_event({"Type": "image", "Action": "pull", "Actor": {"ID": "quay.io/team/x:1"},
+                              "timeNano": 1}, host="h", names=names)
+    assert other is not None and other.record()["target"] == {
+        "registry": "quay.io", "address": "quay.io", "repository": "team/x", "tag": "1"}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from regwarden import redact
 from regwarden.audit.parse import map_docker_event, parse_notification_envelope, parse_registry_line
-from regwarden.events import Actor, Event, Target
+from regwarden.events import Actor, Event, RegistryNames, Target
 
 AT = datetime(2026, 11, 27, 7, 9, 50, 123456, tzinfo=UTC)
 SEEN = AT + timedelta(seconds=2)
@@ -67,3 +67,20 @@ def test_parsers_build_the_record_the_constructor_builds() -> None:
     docker = map_docker_event({"Type": "image", "Action": "pull", "Actor": {"ID": "busybox:1", "Attributes": {
         "name": "busybox:1"}}, "timeNano": 1_764_227_390_000_000_000}, host="h", observed=SEEN)
     assert docker is not None and docker.replace().record() == docker.record()
+
+
+def test_registry_names_match_an_address_as_clients_write_it() -> None:
+    """Case, the default port and Docker Hub's aliases do not matter; an unknown address is its own
+    name; the record's target carries both."""
+    names = RegistryNames([("team", "Reg.Example.com:443"), ("hub", "registry-1.docker.io"),
+                           ("local", "127.0.0.1:5000"), ("again", "127.0.0.1:5000")])
+    assert [names.name(a) for a in ("reg.example.com", "REG.example.com:443", "docker.io", "index.docker.io",
+                                    "127.0.0.1:5000", "127.0.0.1:5001", "reg.example.com:5000")] == [
+        "team", "team", "hub", "hub", "local", None, None]
+    assert names.target("reg.example.com", "a/b", "1").record() == {
+        "registry": "team", "address": "reg.example.com", "repository": "a/b", "tag": "1"}
+    assert names.target("10.0.0.1:80").record() == {"registry": "10.0.0.1:80", "address": "10.0.0.1:80"}
+    assert names.target(None, digest="sha256:" + "0" * 64) == Target(digest="sha256:" + "0" * 64)
+    event = Event(source="docker", kind="image.pull", time=AT, target=names.target("127.0.0.1:5000", "x"))
+    assert event.target == Target(registry="local", repository="x", address="127.0.0.1:5000")
+    assert event.target.host == "127.0.0.1:5000" and Target(registry="old-record").host == "old-record"

@@ -65,3 +65,27 @@ def test_cosign_attachments_and_other_sources_are_not_checked(ctx: Context) -> N
         checks.stop()
     assert queued(ctx) == []
 
+
+
+def test_a_rule_for_a_named_registry_meets_its_pushes_by_address(tmp_path: Path) -> None:
+    """A signature rule naming registry "team" (https://reg.example.com:443) applies to a notification
+    whose request.host is `reg.example.com`; the job is queued under the address it can be reached at."""
+    cfg = parse_config({"daemon": {"state_dir": str(tmp_path / "state")},
+                        "registries": [{"name": "team", "url": "https://reg.example.com:443"}],
+                        "image_checks": {"signatures": [{"registry": "team", "repositories": ["app"],
+                                                         "require_signature": True}]}})
+    metrics = Metrics()
+    state = StateStore(tmp_path / "state")
+    ctx = Context(config=cfg, metrics=metrics, state=state, bus=Bus(metrics),
+                  scheduler=BackgroundScheduler(timezone="UTC"), host="h1")
+    checks = ImageChecks(poll_interval=60)
+    checks.start(ctx)
+    try:
+        checks.handle_batch([Event(source="registry-notify", kind="image.push", time=datetime(2026, 12, 5, tzinfo=UTC),
+                                   target=cfg.registry_names.target("reg.example.com", "app", "1", DIGEST),
+                                   outcome="success")])
+    finally:
+        checks.stop()
+        rows = [(r["check_name"], r["registry"]) for r in state.query("SELECT check_name, registry FROM image_checks")]
+        state.close()
+    assert rows == [("signature", "reg.example.com")]
