@@ -263,7 +263,8 @@ class VaultConfig(_Model):
     """While Vault is unreachable, retries back off exponentially with jitter from 1s up to this (1s..1h)."""
     # the KV v2 mount and path prefix for rotation locks (one entry per credential)
     lock_path: str = "secret/regwarden/locks"
-    """KV v2 path (mount first) under which rotation locks live, one entry per credential."""
+    """KV v2 path (mount first) under which rotation locks live, one entry per credential (and, under
+    posture-logins/, the fleet's record of default-login runs: docs/posture.md)."""
 
     @field_validator("retry_max")
     @classmethod

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,8 +24,11 @@ import structlog
 
 from ..component import Context, Health
 from ..config import RegistryConfig
+from ..errors import VaultError
 from ..events import Event, Signal, Target
+from ..vault.shared import vault_for
 from .checks import CHECKS, Outcome
+from .fleet import Decision, FleetLogins
 from .report import Remembered, Report, check_registry, outcome_row
 
 __all__ = ["PostureComponent"]
@@ -130,15 +133,46 @@ class PostureComponent:
         if isinstance(stored, dict):
             with contextlib.suppress(TypeError, ValueError, KeyError):
                 remembered = Remembered(float(stored["at"]), stored.get("user"), int(stored.get("attempts", 0)))
-        due = remembered is None or time.time() - remembered.at >= cfg.interval.total_seconds() * 0.95
+        interval = cfg.interval.total_seconds()
+        due = remembered is None or time.time() - remembered.at >= interval * 0.95
+        fleet, claim, problem = self._fleet(ctx), None, None
+        if due and fleet is not None and reg.default_credentials_check and "default_credentials" not in cfg.skip:
+            try:
+                decision = fleet.decide(reg.host_port, interval, time.time())
+            except VaultError as exc:
+                decision, problem = Decision("wait"), f"default_credentials: not tried, the fleet's record in " \
+                    f"Vault is unreadable ({exc})"
+            if decision.action == "adopt" and decision.remembered is not None:
+                remembered = decision.remembered
+                ctx.state.set_cursor(key, {"at": remembered.at, "user": remembered.user,
+                                           "attempts": remembered.attempts, "by": decision.by})
+            elif decision.action == "try":
+                claim = decision.version
+            due = claim is not None
+            log.debug("posture_default_logins", registry=reg.name, decision=decision.action, by=decision.by)
         report = self._check(reg, cfg, tls_warning_seconds=ctx.config.detectors.tls_expiry_warning.total_seconds(),
                              login_attempts=ctx.config.default_login_attempts, try_default_logins=due,
                              remembered=None if due else remembered)
-        if report.default_attempts:
+        result = Remembered(time.time(), report.default_user, report.default_attempts) \
+            if report.default_attempts else None
+        if result is not None:
             ctx.metrics.posture_default_logins.labels(reg.name).inc(report.default_attempts)
-            ctx.state.set_cursor(key, {"at": time.time(), "user": report.default_user,
-                                       "attempts": report.default_attempts})
+            ctx.state.set_cursor(key, {"at": result.at, "user": result.user, "attempts": result.attempts})
+        if claim is not None and fleet is not None:
+            try:
+                if not fleet.finish(reg.host_port, claim, result):
+                    log.warning("posture_default_logins_claim_lost", registry=reg.name)
+            except VaultError as exc:
+                problem = f"default_credentials: the result could not be written to Vault ({exc})"
+        if problem is not None:
+            report = replace(report, errors=(*report.errors, problem))
         return report
+
+    def _fleet(self, ctx: Context) -> FleetLogins | None:
+        """The fleet's record of default-login runs, where there is a [vault] to keep it."""
+        if ctx.config.vault is None:
+            return None
+        return FleetLogins(vault_for(ctx), ctx.config.vault.lock_path, ctx.host)
 
     def _record(self, ctx: Context, reg: RegistryConfig, state: _State, report: Report) -> None:
         m = ctx.metrics
@@ -211,7 +245,8 @@ def _signal(host: str, reg: RegistryConfig, report: Report, outcome: Outcome) ->
 
 
 def _event(host: str, reg: RegistryConfig, report: Report, kind: str, outcome: Outcome) -> Event:
-    return Event(source="regwarden", kind=kind, time=report.at, host=host, target=Target(registry=reg.name),
+    return Event(source="regwarden", kind=kind, time=report.at, host=host,
+                 target=Target(registry=reg.name, address=reg.host_port),
                  outcome="failure" if kind == "posture.finding" else "success",
                  detail={"check": outcome.check, "severity": outcome.severity, "detail": outcome.detail,
                          "url": reg.url})

@@ -212,6 +212,23 @@ def test_the_policy_issues_and_revokes_client_certificates(host: Host, tmp_path:
     assert revoked["data"]["revocation_time"] > 0
 
 
+def test_the_policy_lets_the_fleet_share_its_default_login_runs(host: Host, tmp_path: Path) -> None:
+    """With the policy token a host claims a registry's default-login run, records its result, and another
+    host takes that result (docs/posture.md, fleets)."""
+    from regwarden.posture.fleet import FleetLogins
+    from regwarden.posture.report import Remembered
+
+    token_file = secret_file(tmp_path / "token", host.token)
+    client = VaultClient(VaultConfig.model_validate(
+        {"address": host.bao.address, "auth": {"method": "token", "token_file": str(token_file)}}), Metrics())
+    mine = FleetLogins(client, "secret/regwarden/locks", "policy-host")
+    decision = mine.decide("reg.policy.test:5000", 3600, 1000.0)
+    assert decision.action == "try"
+    assert mine.finish("reg.policy.test:5000", decision.version, Remembered(1000.0, None, 5))
+    other = FleetLogins(client, "secret/regwarden/locks", "policy-host-2").decide("reg.policy.test:5000", 3600, 1100.0)
+    assert (other.action, other.by, other.remembered) == ("adopt", "policy-host", Remembered(1000.0, None, 5))
+
+
 @pytest.mark.parametrize(("what", "attempt"), [
     ("write a consume-only credential", lambda c: c.secrets.kv.v2.create_or_update_secret(
         path="regwarden/vendor", secret={"username": "x", "password": "y"}, mount_point="secret")),
