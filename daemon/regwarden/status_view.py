@@ -85,9 +85,9 @@ def _vault(components: Doc, now: datetime | None) -> str:
         if node.get("retry_at"):
             lines.append(f"  node {node.get('address')}: FAILING since {_when(node['failing_since'], now)}"
                          f" ({node.get('last_error')}), next try {_when(node['retry_at'], now)}")
-        else:  # the host stayed on a node that answers: this one is known again only when next asked
+        else:  # back-off over: the next health check (every few seconds) or request asks it again
             lines.append(f"  node {node.get('address')}: failed {_when(node.get('failed_at'), now)}"
-                         f" ({node.get('last_error')}), not asked since")
+                         f" ({node.get('last_error')}), being checked again")
     return "\n".join(lines)
 
 

@@ -110,6 +110,7 @@ class CredentialsComponent:
             vault.keep_token_fresh()
         except VaultError as exc:
             log.debug("vault_token_upkeep_failed", error=str(exc))
+        vault.recheck_nodes()  # failed nodes whose back-off is over: back, or still failing?
         now = time.time()
         down = vault.up is False and vault.down_since is not None and now - vault.down_since >= VAULT_DOWN_ALERT_AFTER
         latch.set({"alertname": "VaultUnreachable"}, down, severity="critical",

@@ -5,6 +5,13 @@ version with `cas` = the version it read; of hosts racing, exactly one write suc
 refuses the others with a cas mismatch). A lock whose `expires` has passed is stale and may be
 taken over. The holder id is stable across restarts of one instance, so a restarted instance
 recognises its own lock and resumes.
+
+A cas mismatch is not always another host: on an HA cluster a write can be applied while its answer is
+lost (the node died, or a leader election cut the forwarded request), and the client's retry on
+another node then meets the version its own first attempt created. So after a mismatch the entry is
+read back (the client reads at least what it last saw: nodes.StorageIndex) and, when it is exactly
+the write that was meant, the write counts as done. Without this, a lock taken through a failover was
+left to expire by its lease (bench/RESULTS.md, kill point `locking`).
 """
 
 from __future__ import annotations
@@ -91,13 +98,12 @@ class RotationLock:
 
     def release(self, lease: Lease) -> bool:
         """Free the lock; False if it was no longer ours (expired and taken over)."""
+        freed = {"holder": "", "host": self.host, "rotation_id": "", "expires": 0}
         try:
-            written = self._vault.write(self._mount, self._path,
-                                        {"holder": "", "host": self.host, "rotation_id": "", "expires": 0},
-                                        cas=lease.version)
+            written = self._vault.write(self._mount, self._path, freed, cas=lease.version)
         except VaultError as exc:
             if exc.status == 400:
-                return False
+                return self._landed(freed) is not None
             raise
         return bool(written)
 
@@ -106,7 +112,14 @@ class RotationLock:
         try:
             version = self._vault.write(self._mount, self._path, data, cas=cas)
         except VaultError as exc:
-            if exc.status == 400:  # check-and-set mismatch: another host wrote first
-                return None
+            if exc.status == 400:  # check-and-set mismatch: another host wrote first, or our own first try did
+                version = self._landed(data)
+                return Lease(version, rotation_id, expires) if version is not None else None
             raise
         return Lease(version, rotation_id, expires)
+
+    def _landed(self, data: dict[str, Any]) -> int | None:
+        """After a cas mismatch: the version holding exactly `data` (our write landed, its answer was
+        lost and the retry met it), or None (another host wrote)."""
+        version, state = self.read()
+        return version if state is not None and state == LockState.from_data(data) else None

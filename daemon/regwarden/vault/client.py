@@ -182,6 +182,8 @@ class KvVersion(NamedTuple):
 
 
 _VENDOR_ERRORS = (hvac.exceptions.VaultError, requests.RequestException, ValueError, KeyError, TypeError)
+_SERVING = frozenset({200, 429, 472, 473})  # sys/health: active, standby, DR secondary, performance standby
+RECHECK_TIMEOUT = 3.0  # seconds a health check of a failed node may take (it runs in the upkeep job)
 
 
 class VaultClient:
@@ -220,6 +222,34 @@ class VaultClient:
     def close(self) -> None:
         for node in self._nodes:
             node.adapter.close()
+
+    def recheck_nodes(self) -> list[str]:
+        """Health-check each failed node whose back-off is over (`HEAD sys/health`): one that is
+        unsealed and in the cluster (200, or 429/472/473 for the standbys) is known healthy again
+        without becoming the node in use; one that is not backs off further. Returns the nodes asked."""
+        with self._state_lock:
+            due = self._pool.due_rechecks(self._clock())
+        timeout = min(self._cfg.timeout.total_seconds(), RECHECK_TIMEOUT)
+        for index in due:
+            address = self._pool.address(index)
+            try:
+                resp = self._nodes[index].adapter.head("/v1/sys/health", raise_exception=False, timeout=timeout)
+                status = int(getattr(resp, "status_code", 200))
+                error = None if status in _SERVING else f"sys/health answered HTTP {status}" + (
+                    " (sealed)" if status == 503 else " (not initialized)" if status == 501 else "")
+            except requests.RequestException as exc:
+                error = f"sys/health: {type(exc).__name__}"
+            self._metrics.vault_requests.labels("health", "success" if error is None else "unreachable").inc()
+            if error is None:
+                with self._state_lock:
+                    self._pool.recovered(index)
+                self._metrics.vault_node_up.labels(address).set(1)
+                log.info("vault_node_answered", node=address, by="health check")
+                continue
+            with self._state_lock:  # (counted above, not in vault_node_failures: that is what requests met)
+                delay = self._pool.failed(index, self._clock(), error=error)
+            log.debug("vault_node_still_failing", node=address, error=error, retry_in=round(delay, 1))
+        return [self._pool.address(i) for i in due]
 
     @property
     def _token(self) -> str | None:

@@ -8,6 +8,12 @@ its own back-off delay has passed (1 s doubling up to `retry_max`, full jitter);
 again is reset. When every node is backing off, nothing is sent until the earliest of them is due:
 a fleet that lost its whole cluster retries at the back-off rhythm, not in a storm.
 
+A host stays on the node that answered, so it would not learn that a failed node is back until a
+request failed over to it. `due_rechecks` names the failed nodes whose back-off is over; the client
+asks each `sys/health` (no data) and marks it `recovered` (healthy, not preferred: hosts do
+not all move back at once) or failed again (a longer back-off). So a recovered node is reported as such
+within one back-off delay, at the cost of one health request per failed node and delay.
+
 A standby's replica lags the active node: read right after a write, it answers the old state (measured
 on the test cluster: 200 of 200 reads of a key just written, through another standby). `StorageIndex`
 keeps the highest storage index the cluster has shown this client (`X-Vault-Index` on every answer);
@@ -77,9 +83,8 @@ class _Node:
 
 @dataclass(frozen=True)
 class NodeState:
-    """What a host knows of one node (shown by `/status`): failing from its first failure until it answers.
-    A host stays on the node that answered, so a failed node that recovered is known only when it is asked
-    again (`retry_at` None: its back-off is over, it has not been asked since `failed_at`)."""
+    """What a host knows of one node (shown by `/status`): failing from its first failure until it answers
+    a request or a health check (`retry_at` None: its back-off is over, the next check is due)."""
 
     address: str
     preferred: bool  # tried first: the node that answered last
@@ -140,6 +145,18 @@ class NodePool:
         if index == self.preferred:
             self.preferred = (index + 1) % len(self._nodes)
         return delay
+
+    def recovered(self, index: int) -> None:
+        """Node `index` answered a health check: healthy again, but the preferred node stays."""
+        node = self._nodes[index]
+        node.backoff.reset()
+        node.retry_at = 0.0
+        node.failing_since = node.failed_at = node.last_error = None
+
+    def due_rechecks(self, now: float) -> list[int]:
+        """The failed nodes (other than the preferred one) whose back-off is over: to be health-checked."""
+        return [i for i, n in enumerate(self._nodes)
+                if n.failing_since is not None and n.retry_at <= now and i != self.preferred]
 
     def address(self, index: int) -> str:
         return self._nodes[index].address

@@ -17,7 +17,7 @@ from regwarden.config import Config, CredentialConfig, parse_config
 from regwarden.metrics import Metrics
 from regwarden.registry.verify import verify_credential
 from regwarden.rotation.journal import Journal
-from regwarden.rotation.lock import RotationLock
+from regwarden.rotation.lock import LockState, RotationLock
 from regwarden.rotation.machine import Rotator
 from regwarden.rotation.providers import load_provider
 from regwarden.state import StateStore
@@ -241,3 +241,53 @@ def test_failing_command_keeps_the_old_credential(command_setup: Callable[[str],
     registry: RegistryServer = good.registry  # type: ignore[attr-defined]
     assert _basic_ok(registry, before[1]["username"], before[1]["password"])
 
+
+
+class _AnswerLost:
+    """A VaultClient whose lock writes are applied and then sent once more, as the client does when a
+    node applied a write and died before answering: the second, real attempt meets a cas mismatch."""
+
+    def __init__(self, vault: VaultClient) -> None:
+        self._vault = vault
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vault, name)
+
+    def write(self, mount: str, path: str, data: Any, *, cas: int | None) -> int:
+        self._vault.write(mount, path, data, cas=cas)
+        return self._vault.write(mount, path, data, cas=cas)
+
+
+class _Racing:
+    """A VaultClient that lets another host write just before each write of this one."""
+
+    def __init__(self, vault: VaultClient, before: Callable[[], object]) -> None:
+        self._vault, self._before = vault, before
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._vault, name)
+
+    def write(self, mount: str, path: str, data: Any, *, cas: int | None) -> int:
+        self._before()
+        return self._vault.write(mount, path, data, cas=cas)
+
+
+def test_a_lock_write_whose_answer_was_lost_is_still_the_hosts_lock(htpasswd_setup: Callable[[str], Setup]) -> None:
+    """Taking and freeing the lock through a write that landed but answered with a cas mismatch (its
+    retry) gives the lease and frees it: the lock is not left to its lease. Another host's write that
+    won the race is still a lost race."""
+    setup = htpasswd_setup("h1")
+    path = "secret/regwarden-test/locks"
+    replaying = RotationLock(_AnswerLost(setup.vault), path, "answer-lost", "h1", "h1")
+    lease = replaying.acquire("rot-1", 60)
+    assert lease is not None
+    version, state = replaying.read()
+    assert (version, state is not None and state.holder, state is not None and state.rotation_id) == (
+        lease.version, "h1", "rot-1")
+    assert replaying.release(lease) is True
+    assert replaying.read()[1] == LockState("", "h1", "", 0.0)
+
+    other = RotationLock(setup.vault, path, "answer-lost", "h2", "h2")
+    racing = RotationLock(_Racing(setup.vault, lambda: other.acquire("rot-2", 60)), path, "answer-lost", "h1", "h1")
+    assert racing.acquire("rot-3", 60) is None  # h2 wrote between h1's read and h1's write
+    assert racing.read()[1] is not None and racing.read()[1].holder == "h2"  # type: ignore[union-attr]

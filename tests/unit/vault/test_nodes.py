@@ -101,6 +101,22 @@ def test_states_report_a_failing_node_from_its_first_failure_until_it_answers() 
     assert nodes.states(now=20)[0] == NodeState("http://a:8200", True, None, None, None, None)
 
 
+def test_failed_nodes_are_due_for_a_health_check_once_their_backoff_is_over() -> None:
+    """A failed node other than the preferred one is due for a health check when its back-off has passed;
+    a good check makes it healthy without making it preferred, a bad one backs it off further."""
+    nodes = pool()
+    nodes.failed(0, now=100, error="HTTP 503")  # b becomes preferred
+    assert nodes.due_rechecks(100.5) == [] and nodes.due_rechecks(101) == [0]
+    nodes.failed(0, now=101, error="HTTP 503")  # still sealed: 2 s now
+    assert nodes.due_rechecks(102) == [] and nodes.due_rechecks(103) == [0]
+    nodes.recovered(0)
+    assert nodes.due_rechecks(103) == [] and nodes.preferred == 1
+    assert [s.failing for s in nodes.states(103)] == [False, False, False]
+    assert nodes.due_rechecks(300) == []  # the preferred node is asked by the next request, not checked
+    nodes.failed(1, now=200)  # it fails: c takes over, b is checked like any failed node
+    assert nodes.preferred == 2 and nodes.due_rechecks(300) == [1]
+
+
 def test_a_pool_needs_an_address() -> None:
     """An empty address list is refused at construction."""
     with pytest.raises(ValueError, match="at least one address"):
