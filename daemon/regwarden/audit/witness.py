@@ -62,6 +62,7 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 _HOST = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PENDING_KEY = "audit-witness:pending"  # state store: what is still to be witnessed, across restarts
 _HASH = re.compile(r"^[0-9a-f]{64}$")
 Reason = Literal["start", "interval", "rotation", "recovery"]
 MismatchKind = Literal["behind", "rewritten", "missing"]
@@ -282,6 +283,7 @@ class AuditWitness:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._pending = _Pending()
+        self._saved: dict[str, Any] | None = None  # the pending state as last stored
         self._written: ChainHead | None = None
         self._written_at: str | None = None
         self._error: str | None = None  # a problem that stops witnessing (bad host name)
@@ -296,6 +298,7 @@ class AuditWitness:
             self._error = str(exc)
             log.error("audit_witness_disabled", error=self._error)
             return
+        self._load_pending(ctx)
         self._thread = threading.Thread(target=self._run, name="audit-witness", daemon=True)
         self._thread.start()
 
@@ -306,6 +309,42 @@ class AuditWitness:
             self._thread.join(2.0)
         if self._writer is not None and self._writer.on_rotate == self._rotated:
             self._writer.on_rotate = None
+        if self._ctx is not None and self._thread is not None:
+            self._save_pending(self._ctx)  # a rotation head or an outage not yet written: the next start has it
+
+    def _load_pending(self, ctx: Context) -> None:
+        """What an earlier run could not witness (Vault down at its stop): rotated files' last heads and
+        the outage, so that they are written, and the gap recorded, once Vault answers."""
+        stored = ctx.state.get_cursor(_PENDING_KEY)
+        if not isinstance(stored, dict):
+            return
+        try:
+            rotations = deque(RotatedFile(int(first), ChainHead(int(seq), str(digest)))
+                              for first, seq, digest in stored.get("rotations") or ())
+            pending = _Pending(rotations, int(stored.get("failures") or 0),
+                               str(stored["since"]) if stored.get("since") else None,
+                               str(stored["error"]) if stored.get("error") else None)
+        except (TypeError, ValueError) as exc:
+            log.error("audit_witness_pending_unreadable", error=str(exc))
+            return
+        with self._lock:
+            pending.rotations.extend(self._pending.rotations)
+            self._pending = pending
+        self._saved = stored
+        log.info("audit_witness_pending_resumed", rotations=len(rotations), outage_since=pending.since)
+
+    def _save_pending(self, ctx: Context) -> None:
+        with self._lock:
+            p = self._pending
+            doc = {"rotations": [[r.first_seq, r.last.seq, r.last.hash] for r in p.rotations],
+                   "failures": p.failures, "since": p.since, "error": p.error} if p.rotations or p.since else None
+        if doc != self._saved:
+            try:
+                ctx.state.set_cursor(_PENDING_KEY, doc)
+            except RegwardenError as exc:
+                log.error("audit_witness_pending_not_saved", error=str(exc))
+                return
+            self._saved = doc
 
     def _rotated(self, closed: RotatedFile) -> None:  # the writer's lock is held: only note it
         with self._lock:
@@ -331,6 +370,7 @@ class AuditWitness:
                 except RegwardenError as exc:
                     self._failed(exc)
                     wait = backoff.next()
+                self._save_pending(self._ctx)
             else:
                 wait = 0.2  # the trail's writer is not open yet (waiting for the HMAC key)
             self._wake.wait(wait)
@@ -394,7 +434,10 @@ class AuditWitness:
                 closed = self._pending.rotations[0] if self._pending.rotations else None
             if closed is None:
                 break
-            self._put(closed.last, f"{audit_log.name}.1", closed.first_seq, "rotation")
+            # `.1` when it was closed; older by now if more rotations happened before it could be written
+            name = next((f.name for f in chain_files(audit_log)[:-1] if first_seq(f) == closed.first_seq),
+                        f"{audit_log.name}.1")
+            self._put(closed.last, name, closed.first_seq, "rotation")
             with self._lock:
                 self._pending.rotations.popleft()
         head = self._writer.head

@@ -15,7 +15,7 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from click.testing import CliRunner
 
-from regwarden.audit.chain import AuditWriter, chain_files
+from regwarden.audit.chain import AuditWriter, chain_files, first_seq
 from regwarden.audit.component import AuditTrail, close_writers
 from regwarden.audit.witness import AuditWitness
 from regwarden.bus import Bus
@@ -284,6 +284,46 @@ def test_heads_missed_in_an_outage_are_written_on_recovery(
     code, out, _ = host.verify()
     assert code == 0 and out["witness"]["ok"], out
     assert [h for h in out["witness"]["mismatches"]] == []
+
+
+def test_what_an_outage_left_unwitnessed_at_a_stop_is_written_after_the_restart(
+        openbao_raft_factory: Callable[[], OpenBaoRaft], tmp_path: Path) -> None:
+    """Vault down, the trail rotates (several times), the daemon stops: started again with Vault back, it witnesses
+    each rotated file's last head (under the file's name by then), one audit.witness_gap record spans the
+    restart, and the trail verifies against the witness."""
+    bao = openbao_raft_factory()
+    host = WitnessedHost(tmp_path, bao.address, bao.token, max_bytes=4096)
+    host.start()
+    try:
+        host.record(3)
+        host.wait_witnessed(3)
+        bao.stop()
+        host.record(25)  # ~680 bytes each: four rotations while Vault is down
+        host.pump()
+        deadline = time.monotonic() + 20
+        while host._parts[1].status()["rotations_pending"] < 2 or not host._parts[1].status()["failing_since"]:
+            assert time.monotonic() < deadline, host._parts[1].status()
+            time.sleep(0.1)
+        since = host._parts[1].status()["failing_since"]
+        rotated = {first_seq(f): f.name for f in chain_files(host.log)[:-1]}
+    finally:
+        host.stop()
+    bao.start()
+    host.start()
+    try:
+        host.wait_witnessed(host.head(), timeout=60)
+        host.pump()
+        gaps = [r for r in host.records() if r["kind"] == "audit.witness_gap"]
+        assert [g["detail"]["since"] for g in gaps] == [since]
+        host.wait_witnessed(host.head())  # the gap record is itself witnessed
+        assert host._parts[1].status()["rotations_pending"] == 0
+    finally:
+        host.stop()
+    heads = _kv_heads(bao, host.host)
+    witnessed_files = {h["file_first_seq"]: h["file"] for h in heads if h["file"] != "audit.jsonl"}
+    assert len(rotated) >= 2 and {k: v for k, v in witnessed_files.items() if k in rotated} == rotated
+    code, out, _ = host.verify()
+    assert code == 0 and out["witness"]["ok"], out
 
 
 def test_shipped_policy_writes_heads_but_cannot_erase_them(openbao: Any, tmp_path: Path) -> None:
