@@ -61,31 +61,32 @@ def signature_manifest(payload: bytes, signature: str, config: bytes = b"{}") ->
     }).encode()
 
 
-def push_blob(url: str, repository: str, data: bytes, auth: tuple[str, str] | None = None) -> str:
-    """Monolithic upload (POST then PUT ?digest=); returns the digest."""
+def push_blob(url: str, repository: str, data: bytes, auth: tuple[str, str] | None = None,
+              headers: dict[str, str] | None = None) -> str:
+    """Monolithic upload (POST then PUT ?digest=); returns the digest. `headers`: e.g. a Bearer token."""
     digest = _digest(data)
-    start = requests.post(f"{url}/v2/{repository}/blobs/uploads/", timeout=10, auth=auth)
+    start = requests.post(f"{url}/v2/{repository}/blobs/uploads/", timeout=10, auth=auth, headers=headers)
     assert start.status_code == 202, start.text
     location = start.headers["Location"]
     location = location if location.startswith("http") else url + location
     sep = "&" if "?" in location else "?"
     done = requests.put(f"{location}{sep}digest={digest}", data=data, timeout=10, auth=auth,
-                        headers={"Content-Type": "application/octet-stream"})
+                        headers={**(headers or {}), "Content-Type": "application/octet-stream"})
     assert done.status_code == 201, done.text
     return digest
 
 
 def push_signature(url: str, repository: str, digest: str, key: CosignKey, *, payload: bytes | None = None,
                    signature: str | None = None, manifest: bytes | None = None,
-                   auth: tuple[str, str] | None = None) -> None:
+                   auth: tuple[str, str] | None = None, headers: dict[str, str] | None = None) -> None:
     """Sign `repository@digest` as `cosign sign --key` stores it (payload, signature and manifest can be
     replaced to make bad ones)."""
     host = url.split("://", 1)[1]
     body = payload if payload is not None else payload_for(f"{host}/{repository}", digest)
-    push_blob(url, repository, body, auth)
-    push_blob(url, repository, b"{}", auth)
+    push_blob(url, repository, body, auth, headers)
+    push_blob(url, repository, b"{}", auth, headers)
     doc = manifest if manifest is not None else signature_manifest(body, signature or key.sign(body))
     tag = digest.replace(":", "-") + ".sig"
     answer = requests.put(f"{url}/v2/{repository}/manifests/{tag}", data=doc, timeout=10, auth=auth,
-                          headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+                          headers={**(headers or {}), "Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert answer.status_code == 201, answer.text

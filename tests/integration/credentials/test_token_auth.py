@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hashlib
 import json
 import secrets
 import threading
@@ -33,8 +34,12 @@ from regwarden.config import Config, parse_config
 from regwarden.credentials.apply import apply_credential
 from regwarden.credentials.model import CredentialSecret
 from regwarden.docker.client_config import read_config
-from regwarden.errors import CredentialError
+from regwarden.errors import CredentialError, RegistryError
+from regwarden.images.component import check_signature
+from regwarden.images.signature import load_public_key
+from regwarden.registry.client import RegistryReader
 from regwarden.registry.verify import verify_credential
+from tests.cosign_support import CosignKey, push_signature
 from tests.integration.harness import (
     DockerEngine,
     ImageTransferError,
@@ -215,3 +220,39 @@ def test_password_through_the_token_realm_verifies_and_a_wrong_one_does_not(
             pull_image(client, reference, auth={"identitytoken": "idt-wrong-token-0"})
     finally:
         client.close()
+
+
+def test_image_checks_read_a_signature_through_the_token_realm(
+        tmp_path: Path, realm: TokenRealm, token_registry: RegistryServer, dockerd: DockerEngine,
+        tiny_image: str) -> None:
+    """The image check (`check_signature`, what the daemon runs for a push) gets its Bearer token from the
+    realm with the registry's credential, a password or an identity token, finds a cosign signature pushed
+    with a token and verifies it; without a credential the registry's 401 is an error, never "unsigned"."""
+    cfg = make_config(tmp_path, token_registry)
+    repository = "rwtest/signed"
+    client = dockerd.client()
+    try:
+        push_image(client, token_registry.host_port, repository, "1",
+                   auth={"username": realm.username, "password": realm.password})
+    finally:
+        client.close()
+    registry = cfg.registry("tokens")
+    password = CredentialSecret("ci", 1, username=realm.username, password=realm.password)
+    reader = RegistryReader(registry, password, timeout=10)
+    manifest = reader.manifest(repository, "1")
+    assert manifest is not None and reader.referrers(repository, "sha256:" + "0" * 64) is None  # no API: 404
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    key = CosignKey.generate()
+    bearer = {"Authorization": f"Bearer {realm.jwt(realm.username, [f'repository:{repository}:pull,push'])}"}
+    push_signature(token_registry.url, repository, digest, key, headers=bearer)
+    public = load_public_key(key.public_pem, "test key")
+    identity = CredentialSecret("ci", 2, username="<token>", password=realm.refresh_token)
+    for secret in (password, identity):
+        realm.grants.clear()
+        verdict = check_signature(RegistryReader(registry, secret, timeout=10), repository, digest, public)
+        assert (verdict.verdict, verdict.reason) == ("verified", f"signature verified ({repository}:"
+                                                                 f"{digest.replace(':', '-')}.sig)")
+        assert realm.grants  # a token was asked for
+    with pytest.raises(RegistryError) as anonymous:
+        check_signature(RegistryReader(registry, None, timeout=10), repository, digest, public)
+    assert anonymous.value.status == 401 and realm.password not in str(anonymous.value)
