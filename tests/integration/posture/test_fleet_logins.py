@@ -142,3 +142,27 @@ def test_with_vault_out_of_reach_a_host_does_not_try_them_alone(
     assert host.collected.ctx.metrics.registry.get_sample_value(
         "regwarden_posture_check_errors_total", {"registry": "basic", "check": "default_credentials"}) == 1
     assert any(o.check == "basic_auth_plain_http" and o.firing for o in report.outcomes)
+
+
+def test_claims_that_were_never_finished_and_mangled_entries_do_not_block_the_fleet(
+        fleet: tuple[list[_Host], FleetLogins, RegistryServer, Callable[..., Config]]) -> None:
+    """A host that claimed and died: its claim blocks the others for CLAIM_SECONDS, then is taken over;
+    the same host, restarted, takes its own claim back at once; an entry that is not what regwarden
+    writes reads as free; a result is not written over a claim another host took meanwhile."""
+    from regwarden.posture.fleet import CLAIM_SECONDS
+
+    _, record, _, _ = fleet
+    address, now = "reg.claims.test:5000", time.time()
+    first = FleetLogins(record._vault, "secret/regwarden-test/claims", "h1")
+    other = FleetLogins(record._vault, "secret/regwarden-test/claims", "h2")
+    assert first.decide(address, 3600, now).action == "try"  # h1 claims, then dies
+    waiting = other.decide(address, 3600, now + 60)
+    assert (waiting.action, waiting.by) == ("wait", "h1")
+    assert first.decide(address, 3600, now + 60).action == "try"  # h1 restarted: its own claim
+    taken = other.decide(address, 3600, now + CLAIM_SECONDS + 61)
+    assert taken.action == "try"  # h1's second claim expired too
+    assert not first.finish(address, 2, None)  # h1's result would overwrite h2's claim: refused
+    mount, path = other.location(address)
+    version, _ = other._read(address)
+    other._vault.write(mount, path, {"state": "done", "at": "yesterday", "user": ["x"]}, cas=version)
+    assert other.decide(address, 3600, now).action == "try"  # garbage: free
