@@ -32,6 +32,7 @@ from .report import Remembered
 __all__ = ["CLAIM_SECONDS", "Decision", "FleetLogins"]
 
 CLAIM_SECONDS = 600.0  # a claim not finished by then (the host died) may be taken over
+CLOCK_SKEW = 60.0  # a time further in the future than this (another host's clock, a bad entry) is not believed
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -72,9 +73,9 @@ class FleetLogins:
         """Try, adopt the fleet's result, or wait for the host trying now. Raises VaultError."""
         version, data = self._read(address)
         state, host, at, expires, user, attempts = _entry(data)
-        if state == "done" and now - at < interval * 0.95:
+        if state == "done" and -CLOCK_SKEW <= now - at < interval * 0.95:
             return Decision("adopt", Remembered(at, user, attempts), by=host)
-        if state == "claimed" and expires > now and host != self.host:
+        if state == "claimed" and now < expires <= now + CLAIM_SECONDS + CLOCK_SKEW and host != self.host:
             return Decision("wait", by=host)
         claim = {"state": "claimed", "host": self.host, "at": now, "expires": now + CLAIM_SECONDS}
         won = self._write(address, claim, version)

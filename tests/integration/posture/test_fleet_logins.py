@@ -148,7 +148,8 @@ def test_claims_that_were_never_finished_and_mangled_entries_do_not_block_the_fl
         fleet: tuple[list[_Host], FleetLogins, RegistryServer, Callable[..., Config]]) -> None:
     """A host that claimed and died: its claim blocks the others for CLAIM_SECONDS, then is taken over;
     the same host, restarted, takes its own claim back at once; an entry that is not what regwarden
-    writes reads as free; a result is not written over a claim another host took meanwhile."""
+    writes, or whose times lie in the future, reads as free; a result is not written over a claim
+    another host took meanwhile."""
     from regwarden.posture.fleet import CLAIM_SECONDS
 
     _, record, _, _ = fleet
@@ -166,3 +167,8 @@ def test_claims_that_were_never_finished_and_mangled_entries_do_not_block_the_fl
     version, _ = other._read(address)
     other._vault.write(mount, path, {"state": "done", "at": "yesterday", "user": ["x"]}, cas=version)
     assert other.decide(address, 3600, now).action == "try"  # garbage: free
+    for future in ({"state": "done", "host": "h9", "at": now + 86400, "attempts": 5},  # would stand for ever
+                   {"state": "claimed", "host": "h9", "at": now, "expires": now + 86400}):
+        version, _ = other._read(address)
+        other._vault.write(mount, path, future, cas=version)
+        assert other.decide(address, 3600, now).action == "try", future
