@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import structlog.testing
 
 from regwarden.component import Context, Health
 from regwarden.config import parse_config
@@ -79,3 +82,37 @@ def test_events_emitted_while_stopping_reach_consumers(tmp_path: Path) -> None:
     daemon.ctx.bus.stop(1)
     daemon.http.stop()
     daemon.ctx.state.close()
+
+
+class Stuck(Producer):
+    """A producer whose stop() hangs (a thread that never ends, a lock never released)."""
+
+    name = "stuck"
+
+    def stop(self) -> None:
+        self.log.append("stuck stopping")
+        time.sleep(30)
+
+
+def test_a_stop_that_hangs_does_not_hold_up_the_shutdown(tmp_path: Path) -> None:
+    """`Daemon.stop()` returns within `shutdown_timeout` though a producer's stop() hangs: the consumers
+    are still stopped after the drain (with the other producer's last events), the hang is logged."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = parse_config({"daemon": {"state_dir": str(tmp_path / "state"), "audit_log": str(tmp_path / "a.jsonl"),
+                                   "listen": f"127.0.0.1:{port}", "shutdown_timeout": "2s"}})
+    daemon = Daemon(tmp_path / "c.toml", cfg)
+    log: list[str] = []
+    daemon.ctx.bus.start()
+    daemon.ctx.scheduler.start()
+    consumer = Consumer(log)
+    daemon.components = [consumer, Producer(log), Stuck(log)]
+    for component in daemon.components:
+        component.start(daemon.ctx)
+    began = time.monotonic()
+    with structlog.testing.capture_logs() as logged:
+        daemon.stop()
+    assert time.monotonic() - began < 2.5
+    assert log == ["stuck stopping", "producer stopped", "consumer stopped after 200 events"]
+    assert [e["component"] for e in logged if e["event"] == "component_stop_timeout"] == ["stuck"]
