@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import structlog.testing
 
 from regwarden.component import Context, Health
 from regwarden.config import parse_config
@@ -96,7 +95,8 @@ class Stuck(Producer):
 
 def test_a_stop_that_hangs_does_not_hold_up_the_shutdown(tmp_path: Path) -> None:
     """`Daemon.stop()` returns within `shutdown_timeout` though a producer's stop() hangs: the consumers
-    are still stopped after the drain (with the other producer's last events), the hang is logged."""
+    are still stopped after the drain (with the other producer's last events); the hung stop is left on
+    its own thread."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -111,8 +111,7 @@ def test_a_stop_that_hangs_does_not_hold_up_the_shutdown(tmp_path: Path) -> None
     for component in daemon.components:
         component.start(daemon.ctx)
     began = time.monotonic()
-    with structlog.testing.capture_logs() as logged:
-        daemon.stop()
+    daemon.stop()
     assert time.monotonic() - began < 2.5
     assert log == ["stuck stopping", "producer stopped", "consumer stopped after 200 events"]
-    assert [e["component"] for e in logged if e["event"] == "component_stop_timeout"] == ["stuck"]
+    assert "stop-stuck" in [t.name for t in threading.enumerate()]  # left to run on its own thread
