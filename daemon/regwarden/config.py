@@ -167,7 +167,8 @@ class DaemonConfig(_Model):
     host: str = ""
     """Name used in audit records and alert labels; empty: the machine's hostname."""
     shutdown_timeout: Duration = timedelta(seconds=8)
-    """How long SIGTERM may take at most (0s..9s: systemd expects a stop within 10s)."""
+    """How long SIGTERM may take at most (0s..9s). The shipped unit's TimeoutStopSec=15s leaves the rest for
+    flushing the audit file and interpreter exit before systemd sends SIGKILL; keep it below your unit's."""
     bus_capacity: int = Field(default=10_000, ge=100)
     """Capacity of the in-memory event bus, in Events and Signals (a batch of log lines counts each line); a full
     bus slows the sources down, it never drops."""
@@ -180,7 +181,7 @@ class DaemonConfig(_Model):
     @classmethod
     def _under_ten_seconds(cls, value: timedelta) -> timedelta:
         if not timedelta(0) < value <= timedelta(seconds=9):
-            raise ValueError("must be between 0s and 9s: systemd expects a stop within 10s")
+            raise ValueError("must be between 0s and 9s (below the unit's TimeoutStopSec=15s, with room to exit)")
         return value
 
 

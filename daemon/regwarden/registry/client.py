@@ -2,7 +2,8 @@
 from the realm of the registry's `WWW-Authenticate` challenge, as `verify` obtains it).
 
 `RegistryError` when the registry cannot be reached or answers something unexpected; a 404 is
-`None`, not an error. Credentials never appear in messages.
+`None`, not an error (for the referrers API also the 400, 405 and 501 that registries without it
+answer). Credentials never appear in messages.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from ..errors import RegistryError
 from .verify import _fetch_token, _send, _unexpected, parse_challenge
 
 __all__ = ["MANIFEST_ACCEPT", "RegistryReader"]
+
+_ABSENT = frozenset({404})
+# The OCI distribution spec says a registry without the referrers API answers 404; registries in the field
+# also answer 400 (unsupported path), 405 (method not allowed on an unknown route) or 501. Each means: look
+# at the fallback tag instead.
+_NO_REFERRERS_API = frozenset({400, 404, 405, 501})
 
 MANIFEST_ACCEPT = ", ".join((
     "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
@@ -49,9 +56,10 @@ class RegistryReader:
     def referrers(self, repository: str, digest: str) -> bytes | None:
         """The OCI 1.1 referrers index of `digest`; None where the registry has no referrers API."""
         return self._get(f"/v2/{repository}/referrers/{digest}", repository,
-                         {"Accept": "application/vnd.oci.image.index.v1+json"})
+                         {"Accept": "application/vnd.oci.image.index.v1+json"}, absent=_NO_REFERRERS_API)
 
-    def _get(self, path: str, repository: str, headers: dict[str, str]) -> bytes | None:
+    def _get(self, path: str, repository: str, headers: dict[str, str],
+             absent: frozenset[int] = _ABSENT) -> bytes | None:
         url = f"{self._registry.url}{path}"
         scope = f"repository:{repository}:pull"
         token = self._tokens.get(scope)
@@ -62,7 +70,7 @@ class RegistryReader:
                 token, _ = _fetch_token(self._session, self._registry, self._secret, challenge, self._timeout)
                 self._tokens[scope] = token
                 answer = self._send(url, headers, token)
-        if answer.status_code == 404:
+        if answer.status_code in absent:
             return None
         if answer.status_code != 200:
             raise _unexpected(self._registry, "read", answer)
