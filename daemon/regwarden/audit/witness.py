@@ -20,8 +20,8 @@ or the key so that it covers the period you audit; docs/security.md).
 
 Heads the daemon could not write (Vault down) are retried with backoff; on recovery the current head
 is written and the gap is itself an audit record (`audit.witness_gap`). At start the daemon compares
-the trail with the last witnessed head and records `audit.witness_mismatch` (AuditTrailRewritten)
-when they disagree.
+the trail with the last witnessed head (its seq and hash; and the trail's first seq, so a deleted oldest
+file shows) and records `audit.witness_mismatch` (AuditTrailRewritten) when they disagree.
 """
 
 from __future__ import annotations
@@ -387,8 +387,9 @@ class AuditWitness:
         return True
 
     def _check_start(self) -> None:
-        """Compare the trail with the last head Vault holds; a trail that lost or rewrote witnessed records
-        is an `audit.witness_mismatch` record."""
+        """Compare the trail with the last head Vault holds (its seq and hash, and the trail's first seq then);
+        a trail that lost or rewrote witnessed records is an `audit.witness_mismatch` record. Cheap: reads
+        one file and the first line of each; `audit verify --witness` compares every kept head."""
         assert self._ctx is not None and self._writer is not None
         client, (mount, path) = self._client_for(self._ctx), self._location
         try:
@@ -414,6 +415,12 @@ class AuditWitness:
                 why = f"the trail no longer holds seq {head.seq}, witnessed at {head.time}"
             elif found != head.hash:
                 why = f"seq {head.seq} has another hash than Vault witnessed at {head.time}"
+        if why is None:
+            first = next((seq for seq in map(first_seq, chain_files(self._ctx.config.daemon.audit_log))
+                          if seq is not None), None)
+            if first is not None and head.trail_first_seq < first:
+                why = (f"seq {head.trail_first_seq}..{first - 1} are gone: the trail starts at seq {first} but "
+                       f"held seq {head.trail_first_seq} at {head.time} (oldest rotated file(s) deleted)")
         if why is None:
             return
         self._mismatch = why

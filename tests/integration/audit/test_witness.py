@@ -139,6 +139,25 @@ def _kv_heads(openbao: Any, host: str) -> list[dict[str, Any]]:
             for v in sorted(meta["versions"], key=int)]
 
 
+def _rotate_witnessed(host: WitnessedHost) -> None:
+    """Four batches of records, each witnessed; with max_bytes=4096 the file rotates on the way."""
+    for _ in range(4):
+        host.record(6)
+        host.pump()
+        host.wait_witnessed(host.head())
+
+
+def _await_mismatch(host: WitnessedHost) -> dict[str, Any]:
+    """The one audit.witness_mismatch record the start check writes (within 20 s)."""
+    deadline = time.monotonic() + 20
+    while not any(r["kind"] == "audit.witness_mismatch" for r in host.records()):
+        assert time.monotonic() < deadline
+        host.pump()
+        time.sleep(0.05)
+    [record] = [r for r in host.records() if r["kind"] == "audit.witness_mismatch"]
+    return record
+
+
 def _rechain_after(log: Path, seq: int, note: str) -> None:
     """Root's rewrite: keep records up to `seq`, append new ones chained to it (verify alone passes)."""
     lines = [line for line in log.read_bytes().splitlines(keepends=True) if json.loads(line)["seq"] <= seq]
@@ -210,10 +229,7 @@ def test_replacing_the_file_with_an_older_copy_is_found(witnessed: Callable[...,
 def test_deleting_a_rotated_file_is_found(witnessed: Callable[..., WitnessedHost], openbao: Any) -> None:
     """The oldest rotated file deleted: its seqs are missing from seq 1; rotations were witnessed too."""
     host = witnessed(max_bytes=4096)
-    for _ in range(4):
-        host.record(6)
-        host.pump()
-        host.wait_witnessed(host.head())
+    _rotate_witnessed(host)
     host.stop()
     assert any(h["reason"] == "rotation" for h in _kv_heads(openbao, host.host))
     files = chain_files(host.log)
@@ -222,6 +238,28 @@ def test_deleting_a_rotated_file_is_found(witnessed: Callable[..., WitnessedHost
     code, out, _ = host.verify()
     assert code == 1 and out["witness"]["first_bad_seq"] == 1
     assert {m["kind"] for m in out["witness"]["mismatches"]} == {"missing"}
+
+
+def test_restart_after_the_oldest_rotated_file_was_deleted_records_the_mismatch(
+        witnessed: Callable[..., WitnessedHost]) -> None:
+    """A restart on an intact rotated trail records nothing; after the oldest file is deleted, the start check
+    (the last head's trail_first_seq) records audit.witness_mismatch naming the seqs that are gone."""
+    host = witnessed(max_bytes=4096)
+    _rotate_witnessed(host)
+    host.stop()
+    host.start()  # intact: the start check runs before the start head is written
+    host.record(1)
+    host.pump()
+    host.wait_witnessed(host.head())
+    assert not any(r["kind"] == "audit.witness_mismatch" for r in host.records())
+    host.stop()
+    files = chain_files(host.log)
+    assert len(files) >= 3
+    gone_through = json.loads(files[1].read_bytes().splitlines()[0])["seq"] - 1
+    files[0].unlink()
+    host.start()
+    record = _await_mismatch(host)
+    assert f"seq 1..{gone_through} are gone" in record["detail"]["reason"]
 
 
 def test_an_edited_record_is_found(witnessed: Callable[..., WitnessedHost]) -> None:
@@ -246,12 +284,7 @@ def test_restart_on_a_rewritten_trail_records_the_mismatch(witnessed: Callable[.
     lines = host.log.read_bytes().splitlines(keepends=True)
     host.log.write_bytes(b"".join(lines[:3]))
     host.start()
-    deadline = time.monotonic() + 20
-    while not any(r["kind"] == "audit.witness_mismatch" for r in host.records()):
-        assert time.monotonic() < deadline
-        host.pump()
-        time.sleep(0.05)
-    [record] = [r for r in host.records() if r["kind"] == "audit.witness_mismatch"]
+    record = _await_mismatch(host)
     assert record["detail"]["witnessed_seq"] == 6 and record["detail"]["local_seq"] == 3
     assert "ends at seq 3" in record["detail"]["reason"]
 
