@@ -16,7 +16,7 @@ PullFromUnlistedRegistry  the engine pulled from a registry host not in `pull_re
                           [[registries]] or host:port; empty: rule off); labels registry, repository.
 AuditGap                  an `audit.gap` record: a source may have lost events; label source.
 AuditTrailRewritten       an `audit.witness_mismatch` record: at start the local trail did not hold the chain
-                          head Vault witnessed (truncated, re-chained, rolled back); label host.
+                          head Vault witnessed (truncated, re-chained, rolled back, oldest files deleted); label host.
 ImageUnsigned             an `image.signature` record with verdict unsigned (a push to a protected repository
                           without a cosign signature); labels registry, repository, digest.
 ImageSignatureInvalid     an `image.signature` record with verdict invalid (tampered, signs another
