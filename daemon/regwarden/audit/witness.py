@@ -243,6 +243,11 @@ def _created(value: str) -> datetime:
         return datetime.min.replace(tzinfo=utcnow().tzinfo)
 
 
+def trail_first_seq(audit_log: Path) -> int | None:
+    """The seq of the trail's oldest record (the first line of the oldest file that holds one)."""
+    return next((seq for seq in map(first_seq, chain_files(audit_log)) if seq is not None), None)
+
+
 def local_hash_at(audit_log: Path, seq: int) -> str | None:
     """The stated hash of record `seq` in the trail of `audit_log`, reading only the file that holds it."""
     for path in reversed(chain_files(audit_log)):
@@ -416,8 +421,7 @@ class AuditWitness:
             elif found != head.hash:
                 why = f"seq {head.seq} has another hash than Vault witnessed at {head.time}"
         if why is None:
-            first = next((seq for seq in map(first_seq, chain_files(self._ctx.config.daemon.audit_log))
-                          if seq is not None), None)
+            first = trail_first_seq(self._ctx.config.daemon.audit_log)
             if first is not None and head.trail_first_seq < first:
                 why = (f"seq {head.trail_first_seq}..{first - 1} are gone: the trail starts at seq {first} but "
                        f"held seq {head.trail_first_seq} at {head.time} (oldest rotated file(s) deleted)")
@@ -455,8 +459,7 @@ class AuditWitness:
     def _put(self, head: ChainHead, file: str, file_first: int, reason: Reason) -> None:
         assert self._ctx is not None
         ctx, (mount, path) = self._ctx, self._location
-        files = chain_files(ctx.config.daemon.audit_log)
-        trail_first = (first_seq(files[0]) if files else None) or file_first
+        trail_first = trail_first_seq(ctx.config.daemon.audit_log) or file_first
         with self._lock:
             outage = self._pending.since
         now = iso(utcnow())

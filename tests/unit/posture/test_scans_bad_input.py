@@ -3,50 +3,20 @@
 from __future__ import annotations
 
 import socket
-import threading
-from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from regwarden.posture.httpscan import USER_AGENT, scan_auth
 from regwarden.posture.tlsscan import scan_tls
-
-Answer = tuple[int, dict[str, str], bytes]
+from tests.http_stub import Answer, Start, stub_servers
 
 
 @pytest.fixture
-def server() -> Iterator[Callable[[Callable[[str], Answer]], tuple[str, list[dict[str, str]]]]]:
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(answer: Callable[[str], Answer]) -> tuple[str, list[dict[str, str]]]:
-        seen: list[dict[str, str]] = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def _any(self) -> None:
-                seen.append({"path": self.path, **dict(self.headers)})
-                status, headers, body = answer(self.path)
-                self.send_response(status)
-                for name, value in {**headers, "Content-Length": str(len(body))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_DELETE = _any
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=httpd.serve_forever, daemon=True).start()
-        servers.append(httpd)
-        return f"http://127.0.0.1:{httpd.server_address[1]}", seen
-
-    yield start
-    for httpd in servers:
-        httpd.shutdown()
-        httpd.server_close()
+def server() -> Iterator[Start]:
+    with stub_servers() as start:
+        yield start
 
 
 def test_v2_answering_500_is_an_error_not_a_verdict(server: Any) -> None:

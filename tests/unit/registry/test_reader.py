@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -18,6 +16,7 @@ from regwarden.images import signature
 from regwarden.images.component import Verdict, check_signature
 from regwarden.registry.client import RegistryReader
 from tests.cosign_support import CosignKey, payload_for, signature_manifest
+from tests.http_stub import Answer, stub_servers
 
 REPO = "team/app"
 IMAGE_DIGEST = "sha256:" + "ab" * 32
@@ -39,10 +38,13 @@ class _Registry:
                                                 "digest": _digest(self.manifest), "size": len(self.manifest),
                                                 "artifactType": signature.ARTIFACT_TYPE}]}).encode()
         self.referrers_status = 404
-        self.paths: list[str] = []
+        self.seen: list[dict[str, str]] = []
+
+    @property
+    def paths(self) -> list[str]:
+        return [request["path"] for request in self.seen]
 
     def answer(self, path: str) -> tuple[int, bytes]:
-        self.paths.append(path)
         base = f"/v2/{REPO}"
         if path == f"{base}/referrers/{IMAGE_DIGEST}":
             return self.referrers_status, self.index if self.referrers_status == 200 else b'{"errors":[]}'
@@ -60,27 +62,13 @@ def served() -> Iterator[tuple[_Registry, CosignKey, RegistryConfig]]:
     key = CosignKey.generate()
     registry = _Registry(key)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            status, body = registry.answer(self.path)
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(path: str) -> Answer:
+        status, body = registry.answer(path)
+        return status, {"Content-Type": "application/json"}, body
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    config = RegistryConfig.model_validate({"name": "field", "url": f"http://127.0.0.1:{server.server_port}"})
-    try:
-        yield registry, key, config
-    finally:
-        server.shutdown()
-        server.server_close()
+    with stub_servers() as start:
+        url, registry.seen = start(answer)
+        yield registry, key, RegistryConfig.model_validate({"name": "field", "url": url})
 
 
 def _check(config: RegistryConfig, key: CosignKey) -> Verdict:
